@@ -1,0 +1,80 @@
+"""Benchmarks: scripts that print figures, never timed tests.
+
+``lab-vm bench --json`` prints boot time, command round trip and the cached
+kernel build time; where a peer exists (virtme-ng booting Debian's kernel) it
+is measured in the same run and printed as a ratio.
+"""
+from __future__ import annotations
+
+import glob
+import shutil
+import statistics
+import subprocess
+import time
+
+from .build import initramfs, kernel
+from .machine import LabVM
+
+
+def _median_boot(boots: int) -> tuple[float, str]:
+    times = []
+    accel = "?"
+    for _ in range(boots):
+        with LabVM() as vm:
+            times.append(vm.boot_time)
+            accel = vm.accel
+    return statistics.median(times), accel
+
+
+def _median_roundtrip(count: int) -> tuple[float, float]:
+    with LabVM() as vm:
+        vm.run("true", timeout=30)           # warm up: first exec pages busybox in
+        runs = [vm.run("true", timeout=30).duration for _ in range(count)]
+        pings = [vm.ping(timeout=30) for _ in range(count)]
+    return statistics.median(runs), statistics.median(pings)
+
+
+def _cached_build_s() -> float:
+    start = time.monotonic()
+    kernel.build_kernel()
+    initramfs.build_initramfs()
+    return time.monotonic() - start
+
+
+def virtme_ng(runs: int = 1) -> tuple[float | None, str]:
+    """virtme-ng booting Debian's installed kernel under TCG: (seconds per command, note)."""
+    vng = shutil.which("vng")
+    if vng is None:
+        return None, "virtme-ng is not installed (make bench installs it)"
+    images = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not images:
+        return None, "no Debian kernel in /boot (apt-get install linux-image-amd64)"
+    release = images[-1].removeprefix("/boot/vmlinuz-")
+    times = []
+    for _ in range(runs):
+        start = time.monotonic()
+        proc = subprocess.run([vng, "-r", images[-1], "--disable-kvm", "--", "true"],
+                              capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            return None, f"vng failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-300:]}"
+        times.append(time.monotonic() - start)
+    return statistics.median(times), f"vng -r {release} --disable-kvm -- true"
+
+
+def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
+    figures: dict = {}
+    figures["kernel_build_cached_s"] = round(_cached_build_s(), 3)
+    boot, accel = _median_boot(boots)
+    figures["accel"] = accel
+    figures["boot_to_ready_s"] = round(boot, 3)
+    figures["boots"] = boots
+    run_s, ping_s = _median_roundtrip(roundtrips)
+    figures["run_roundtrip_ms"] = round(run_s * 1000, 2)
+    figures["ping_roundtrip_ms"] = round(ping_s * 1000, 2)
+    figures["roundtrips"] = roundtrips
+    peer, note = virtme_ng()
+    figures["virtme_ng_s"] = round(peer, 2) if peer else None
+    figures["virtme_ng_note"] = note
+    figures["virtme_ng_ratio"] = round(peer / boot, 1) if peer else None
+    return figures

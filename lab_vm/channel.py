@@ -1,0 +1,259 @@
+"""The guest command channel: run a command in the guest, get its output and exit status.
+
+The host end of the virtio-serial port that ``vmexit-agent`` (``guest/agent.c``)
+serves. A reader thread demultiplexes reply frames into :class:`Job` objects,
+so several commands can be in flight and a guest that writes a lot never blocks
+on a host that is busy elsewhere. The wire format is described in agent.c.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import CommandFailed, GuestTimeout, VMError
+
+LOG = logging.getLogger(__name__)
+
+REQ_RUN, REQ_KILL, REQ_PING = 1, 2, 3
+REP_STDOUT, REP_STDERR, REP_EXIT, REP_PONG, REP_READY, REP_ERROR = 1, 2, 3, 4, 5, 6
+REQ_HEADER = struct.Struct("<4sIIII")
+REP_HEADER = struct.Struct("<4sIII")
+POLL = 0.05          # how often a waiting caller checks that the VM is still alive
+DEFAULT_MAX_OUTPUT = 64 << 20
+
+
+@dataclass
+class Result:
+    """What a finished guest command produced."""
+
+    command: str
+    status: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def text(self) -> str:
+        """stdout decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr as text, for messages."""
+        return (self.stdout + self.stderr).decode(errors="replace")
+
+
+@dataclass
+class Job:
+    """A command running in the guest. ``wait()`` returns its :class:`Result`."""
+
+    channel: "Channel"
+    id: int
+    command: str
+    max_output: int
+    started: float = field(default_factory=time.monotonic)
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    status: int | None = None
+    error: str | None = None
+    truncated: bool = False
+    finished: float | None = None
+
+    def _add(self, buf: bytearray, data: bytes) -> None:
+        room = self.max_output - len(self.stdout) - len(self.stderr)
+        if len(data) > room:
+            self.truncated = True
+            data = data[:max(room, 0)]
+        buf += data
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None or self.error is not None
+
+    def wait(self, timeout: float, *, check: bool = False) -> Result:
+        """Wait for the command to end; on timeout kill it in the guest and raise GuestTimeout."""
+        self.channel.wait_for(lambda: self.done, timeout,
+                              on_timeout=lambda: self._timed_out(timeout))
+        self.channel.forget(self.id)
+        if self.error is not None:
+            raise VMError(f"the guest agent could not run {self.command!r}: {self.error}",
+                          command=self.command)
+        result = Result(self.command, self.status, bytes(self.stdout), bytes(self.stderr),
+                        (self.finished or time.monotonic()) - self.started, self.truncated)
+        if check and result.status != 0:
+            raise CommandFailed(f"guest command {self.command!r} exited with status "
+                                f"{result.status}", command=self.command, status=result.status,
+                                output=result.output, stdout=result.stdout, stderr=result.stderr)
+        return result
+
+    def kill(self) -> None:
+        """Kill the command's whole process group in the guest (best effort)."""
+        self.channel.send(REQ_KILL, self.id)
+
+    def _timed_out(self, timeout: float) -> GuestTimeout:
+        self.kill()
+        self.channel.forget(self.id)
+        partial = (bytes(self.stdout) + bytes(self.stderr)).decode(errors="replace")
+        return GuestTimeout(f"guest command {self.command!r} did not finish in {timeout:g} s "
+                            "(it was killed in the guest)", command=self.command, output=partial)
+
+
+class Channel:
+    """The host end of the agent's port, connected to QEMU's unix socket chardev."""
+
+    def __init__(self, sock: socket.socket, health: Callable[[], None]) -> None:
+        self.sock = sock
+        self.health = health           # raises if the VM died; called while waiting
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, Job] = {}
+        self._pongs: set[int] = set()
+        self._ready: list[bytes] = []
+        self._closed: str | None = None
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read_loop, name="vmexit-channel",
+                                        daemon=True)
+        self._reader.start()
+
+    # -- sending -----------------------------------------------------------------------------
+    def send(self, kind: int, job_id: int, command: bytes = b"", data: bytes = b"") -> None:
+        header = REQ_HEADER.pack(b"VMXQ", job_id, kind, len(command), len(data))
+        with self._send_lock:
+            try:
+                self.sock.sendall(header + command + data)
+            except OSError as exc:
+                raise VMError(f"the guest channel is closed: {exc}") from exc
+
+    def start(self, command: str, *, input: bytes = b"",
+              max_output: int = DEFAULT_MAX_OUTPUT) -> Job:
+        job = Job(self, next(self._ids), command, max_output)
+        with self._cond:
+            self._jobs[job.id] = job
+        self.send(REQ_RUN, job.id, command.encode(), input)
+        return job
+
+    def run(self, command: str, *, timeout: float, input: bytes = b"", check: bool = False,
+            max_output: int = DEFAULT_MAX_OUTPUT) -> Result:
+        return self.start(command, input=input, max_output=max_output).wait(timeout, check=check)
+
+    def ping(self, timeout: float) -> float:
+        """Round trip to the agent without running anything; returns seconds."""
+        start = time.monotonic()
+        pid = next(self._ids)
+        self.send(REQ_PING, pid, b"ping")
+        self.wait_for(lambda: pid in self._pongs, timeout, on_timeout=lambda: GuestTimeout(
+            f"the guest agent did not answer a ping in {timeout:g} s"))
+        with self._cond:
+            self._pongs.discard(pid)
+        return time.monotonic() - start
+
+    def wait_ready(self, timeout: float) -> bytes:
+        """Wait for the agent's greeting (sent once when it starts)."""
+        self.wait_for(lambda: bool(self._ready), timeout, on_timeout=lambda: GuestTimeout(
+            f"the guest did not get ready within {timeout:g} s"))
+        return self._ready[0]
+
+    def forget(self, job_id: int) -> None:
+        with self._cond:
+            self._jobs.pop(job_id, None)
+
+    # -- waiting -----------------------------------------------------------------------------
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, *,
+                 on_timeout: Callable[[], Exception]) -> None:
+        """Wait until ``predicate()``, checking VM health every POLL seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                if self._closed is not None:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(POLL, left))
+                self._cond.release()
+                try:
+                    self.health()
+                finally:
+                    self._cond.acquire()
+            if predicate():
+                return
+        self.health()   # a dead VM explains a closed channel or a timeout better than we can
+        if self._closed is not None:
+            raise VMError(f"the guest channel closed: {self._closed}")
+        raise on_timeout()
+
+    # -- receiving ---------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        buf = bytearray()
+        reason = "end of stream (QEMU exited?)"
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+                self._parse(buf)
+        except OSError as exc:
+            reason = str(exc)
+        except Exception as exc:   # a protocol error must not go unseen in a daemon thread
+            LOG.exception("guest channel reader failed")
+            reason = f"reader failed: {exc!r}"
+        with self._cond:
+            self._closed = reason
+            self._cond.notify_all()
+
+    def _parse(self, buf: bytearray) -> None:
+        size = REP_HEADER.size
+        while len(buf) >= size:
+            magic, job_id, kind, length = REP_HEADER.unpack_from(buf)
+            if magic != b"VMXA":
+                # Bytes from before the agent started (or a torn frame): resynchronise.
+                at = buf.find(b"VMXA", 1)
+                LOG.debug("channel: skipping %d stray bytes", at if at > 0 else len(buf))
+                del buf[:at if at > 0 else max(0, len(buf) - 3)]
+                continue
+            if len(buf) < size + length:
+                return
+            data = bytes(buf[size:size + length])
+            del buf[:size + length]
+            self._dispatch(job_id, kind, data)
+
+    def _dispatch(self, job_id: int, kind: int, data: bytes) -> None:
+        with self._cond:
+            if kind == REP_READY:
+                self._ready.append(data)
+            elif kind == REP_PONG:
+                self._pongs.add(job_id)
+            else:
+                job = self._jobs.get(job_id)
+                if job is None:
+                    return          # a job we gave up on (timed out) still talking
+                if kind == REP_STDOUT:
+                    job._add(job.stdout, data)
+                elif kind == REP_STDERR:
+                    job._add(job.stderr, data)
+                elif kind == REP_EXIT:
+                    job.status = struct.unpack("<i", data)[0]
+                    job.finished = time.monotonic()
+                elif kind == REP_ERROR:
+                    job.error = data.decode(errors="replace")
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(timeout=2)

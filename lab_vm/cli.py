@@ -1,0 +1,142 @@
+"""``lab-vm``: the command line of the lab VM. One ``make_parser()``, one function per command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import LabVMError
+
+
+def cmd_build(args) -> int:
+    from .build import initramfs, kernel
+
+    k = kernel.build_kernel(jobs=args.jobs, force=args.force)
+    i = initramfs.build_initramfs(force=args.force)
+    print(f"kernel    {k.release}  {k.tree}")
+    print(f"vmlinux   {k.vmlinux}")
+    print(f"initramfs {i.path}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .machine import LabVM
+
+    command = " ".join(args.command) if args.command else "true"
+    with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
+               devices=args.device) as vm:
+        result = vm.run(command, timeout=args.timeout)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    return result.status
+
+
+def cmd_shell(args) -> int:
+    from .machine import LabVM
+
+    vm = LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
+               devices=args.device)
+    return vm.interactive()
+
+
+def cmd_module(args) -> int:
+    from .modules import build_module
+
+    result = build_module(args.directory)
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
+    for ko in result.modules:
+        print(ko)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(json_output=args.json)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    figures = bench.run(args.what, boots=args.boots, roundtrips=args.roundtrips)
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        for key, value in figures.items():
+            print(f"{key:28} {value}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lab-vm", description="Build, boot and drive the vmexit lab VM (QEMU + a "
+        "Linux kernel built for the book).")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: what happens, -vv: QEMU command lines)")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def vm_options(p):
+        p.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
+                       help="accelerator (auto probes KVM and falls back to TCG)")
+        p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
+        p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
+        p.add_argument("--share", metavar="DIR", help=f"host directory mounted in the guest "
+                       "at /mnt/share")
+        p.add_argument("--device", action="append", default=[], metavar="DEV",
+                       help="extra QEMU -device (repeatable), e.g. edu")
+
+    p = sub.add_parser("doctor", help="what is installed, what is missing and how to fix it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("build", help="build (or reuse) the lab kernel and initramfs")
+    p.add_argument("--jobs", "-j", type=int, help="parallel make jobs (default: cores + 1)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="boot, run one command in the guest, print its output; "
+                       "exits with the command's status")
+    vm_options(p)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds the command may take")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("shell", help="boot and open the guest console (leave with reboot -f)")
+    vm_options(p)
+    p.set_defaults(func=cmd_shell)
+
+    p = sub.add_parser("module", help="build an out-of-tree module directory against the "
+                       "lab kernel")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_module)
+
+    p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
+    p.add_argument("what", nargs="?", default="vm", choices=["vm"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--boots", type=int, default=5)
+    p.add_argument("--roundtrips", type=int, default=200)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except LabVMError as exc:
+        print(f"lab-vm: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lab-vm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

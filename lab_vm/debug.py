@@ -1,0 +1,307 @@
+"""Debug the guest kernel with gdb, scripted through pwntools' gdb API — headless.
+
+``vm.debugger()`` returns a :class:`Debugger`: gdb on the lab kernel's
+``vmlinux`` attached to QEMU's gdbstub, with the kernel's own gdb scripts
+(``lx-dmesg``, ``lx-ps``, ``lx-symbols``, ``$lx_current()``) loaded.
+
+Two facts shape it (DESIGN.md). pwntools runs gdb "in a new terminal"; with no
+terminal we give it one: ``gdb_terminal.py`` runs gdb with its standard input
+held open and with the venv's packages (rpyc) on gdb's Python path. And each
+API call costs a bridge round trip, so anything done per value or per hit is
+done inside gdb by ``gdb_side.py`` and fetched in one transfer as JSON.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import paths
+from .errors import DebuggerError, GuestTimeout
+
+LOG = logging.getLogger(__name__)
+ATTACH_TIMEOUT = 30.0
+TERMINAL = paths.PACKAGE_DIR / "gdb_terminal.py"
+GDB_SIDE = paths.PACKAGE_DIR / "gdb_side.py"
+
+
+class Stop(dict):
+    """Where the guest stopped: ``function``, ``file``, ``line``, ``pc``, ``breakpoint``."""
+
+
+class Debugger:
+    """gdb attached to one LabVM. Use ``with vm.debugger() as dbg:``; see module docstring."""
+
+    def __init__(self, vm, *, timeout: float = ATTACH_TIMEOUT) -> None:
+        self.vm = vm
+        self.timeout = timeout
+        self._gdb = None
+        self._pid: int | None = None
+        self._breakpoints: list[Any] = []
+        self.attach_time: float | None = None
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> "Debugger":
+        self.attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def attach(self) -> None:
+        """Start gdb, connect it to the guest's gdbstub and load the lx scripts; guest stopped."""
+        from pwn import context, gdb as pwngdb
+
+        start = time.monotonic()
+        port = self.vm.enable_gdbstub()
+        tree = self.vm.kernel.tree
+        # pwntools runs context.terminal + [script]; ours keeps gdb's stdin open.
+        with context.local(terminal=[sys.executable, str(TERMINAL)], log_level="error"):
+            gdb_args = ["-nx", "-iex", f"add-auto-load-safe-path {tree}",
+                        "-iex", "set pagination off", "-iex", "set confirm off"]
+            script = "\n".join([
+                "set breakpoint pending off",
+                "set print pretty off",
+                f"source {GDB_SIDE}",
+            ])
+            try:
+                self._pid, self._gdb = pwngdb.attach(("127.0.0.1", port), gdbscript=script,
+                                                    exe=str(self.vm.kernel.vmlinux),
+                                                    gdb_args=gdb_args, api=True)
+            except Exception as exc:   # pwntools reports through its own exception types
+                self.close()
+                raise DebuggerError(f"gdb could not attach to the guest: {exc}") from exc
+        try:
+            self._wait_until(lambda: self._try(lambda: self.execute("info program")),
+                             self.timeout, "gdb did not finish loading vmlinux")
+            self.execute("lx-version")   # fails loudly if the kernel's gdb scripts are missing
+        except BaseException:
+            self.close()
+            raise
+        self.attach_time = time.monotonic() - start
+        LOG.info("gdb attached in %.2f s", self.attach_time)
+
+    def close(self) -> None:
+        """Delete our breakpoints, let the guest run on, end gdb. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._gdb is not None and self._alive():
+                for bp in self._breakpoints:
+                    self._try(bp.delete)
+                self._try(lambda: self.execute("detach"))
+                self._try(self._gdb.quit)
+        finally:
+            if self._gdb is not None:
+                self._try(self._gdb.conn.close)
+            if self._pid is not None:
+                _kill(self._pid)
+            self.vm._debugger_closed(self)
+
+    def _alive(self) -> bool:
+        if self._pid is None:
+            return False
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            return False
+        return not self._gdb.conn.closed
+
+    @staticmethod
+    def _try(fn) -> bool:
+        try:
+            fn()
+            return True
+        except Exception:   # best effort while tearing down or polling
+            return False
+
+    # -- raw access ---------------------------------------------------------------------------
+    @property
+    def gdb(self):
+        """pwntools' mirror of gdb's ``gdb`` module, for anything not wrapped here."""
+        self._check()
+        return self._gdb
+
+    def _check(self) -> None:
+        if self._closed or self._gdb is None:
+            raise DebuggerError("the debugger is closed")
+        if not self._alive():
+            raise DebuggerError("gdb exited (or its connection dropped)")
+
+    def execute(self, command: str) -> str:
+        """Run any gdb command while the guest is stopped; return its text."""
+        self._check()
+        try:
+            return self._gdb.execute(command, to_string=True)
+        except Exception as exc:
+            raise DebuggerError(f"gdb command {command!r} failed: {_gdb_message(exc)}",
+                                command=command) from exc
+
+    def _python(self, call: str) -> Any:
+        """Call a function of gdb_side.py inside gdb and decode its JSON answer."""
+        return json.loads(self.execute(f"python print({call})"))
+
+    # -- the guest's state ---------------------------------------------------------------------
+    def evaluate(self, expression: str) -> Any:
+        """Evaluate a C/gdb expression (``jiffies``, ``*bio``, ``$lx_current().comm``)."""
+        try:
+            return self._python(f"evaluate({expression!r})")
+        except DebuggerError as exc:
+            raise DebuggerError(f"cannot evaluate {expression!r}: {exc.message}",
+                                command=expression) from None
+
+    def backtrace(self, limit: int = 64) -> list[dict]:
+        """The current call stack, innermost first: function, file, line, pc, args."""
+        return self._python(f"backtrace({int(limit)})")
+
+    def read_memory(self, address: int, length: int) -> bytes:
+        self._check()
+        try:
+            inferior = self._gdb.selected_inferior()
+            return bytes(inferior.read_memory(address, length))
+        except Exception as exc:
+            raise DebuggerError(f"cannot read {length} bytes at {address:#x}: "
+                                f"{_gdb_message(exc)}") from exc
+
+    def load_module_symbols(self, *directories: str | os.PathLike) -> str:
+        """``lx-symbols``: symbols (and source lines) of the guest's loaded modules."""
+        dirs = " ".join(str(Path(d).resolve()) for d in directories)
+        return self.execute(f"lx-symbols {dirs}")
+
+    # -- stopping and going ----------------------------------------------------------------
+    def break_at(self, location: str, *, temporary: bool = False):
+        """A breakpoint at a symbol or ``file:line``; a name that does not exist raises."""
+        self._check()
+        try:
+            bp = self._gdb.Breakpoint(location, temporary=temporary)
+        except Exception as exc:
+            raise DebuggerError(f"cannot break at {location!r}: {_gdb_message(exc)}",
+                                command=location) from exc
+        self._breakpoints.append(bp)
+        return bp
+
+    def watch(self, expression: str, *, access: str = "write"):
+        """A hardware watchpoint on an expression (``access``: write, read or access)."""
+        self._check()
+        kinds = {"write": "WP_WRITE", "read": "WP_READ", "access": "WP_ACCESS"}
+        try:
+            bp = self._gdb.Breakpoint(expression, self._gdb.BP_WATCHPOINT,
+                                      getattr(self._gdb, kinds[access]))
+        except Exception as exc:
+            raise DebuggerError(f"cannot watch {expression!r}: {_gdb_message(exc)}") from exc
+        self._breakpoints.append(bp)
+        return bp
+
+    def delete(self, bp) -> None:
+        self._try(bp.delete)
+        if bp in self._breakpoints:
+            self._breakpoints.remove(bp)
+
+    def cont(self, timeout: float = 30.0) -> Stop:
+        """Let the guest run until it stops (a breakpoint, a watchpoint); return where."""
+        self._check()
+        self._gdb.stopped.clear()
+        self.execute("continue &")
+        try:
+            self._wait_until(self._gdb.stopped.is_set, timeout,
+                             f"the guest did not stop within {timeout:g} s")
+        except GuestTimeout:
+            self.interrupt()
+            raise
+        self._gdb.stopped.clear()
+        return self.where()
+
+    def resume(self) -> None:
+        """Let the guest run on without waiting (e.g. to run commands in it)."""
+        self._check()
+        self._gdb.stopped.clear()
+        self.execute("continue &")
+
+    def interrupt(self, timeout: float = 10.0) -> Stop:
+        """Stop a running guest."""
+        self._check()
+        self._gdb.stopped.clear()
+        self.execute("interrupt")
+        self._wait_until(self._gdb.stopped.is_set, timeout, "the guest did not stop")
+        self._gdb.stopped.clear()
+        return self.where()
+
+    def where(self) -> Stop:
+        frame = self.backtrace(limit=1)[0]
+        return Stop(frame)
+
+    def _wait_until(self, predicate, timeout: float, message: str) -> None:
+        """Poll ``predicate`` while checking that gdb and the VM are still alive."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.vm.check_health()
+            if self._pid is not None and not self._alive():
+                raise DebuggerError("gdb exited while waiting")
+            if time.monotonic() > deadline:
+                raise GuestTimeout(message, output=self.vm.console_log)
+            time.sleep(0.002)
+
+    # -- bulk sampling --------------------------------------------------------------------
+    def sample(self, location: str, expressions: Sequence[str] = (), *, count: int = 100,
+               timeout: float = 60.0, allow_partial: bool = False) -> list[dict]:
+        """Record ``expressions`` at each of ``count`` hits of ``location``, inside gdb.
+
+        Each record is a dict: ``t`` (host monotonic seconds at the hit) and one key
+        per expression. The guest runs at gdbstub speed between hits; records come
+        back in one transfer. On timeout: the partial list if ``allow_partial``,
+        else GuestTimeout.
+        """
+        self._check()
+        try:
+            number = self._python(f"sampler_start({location!r}, {list(expressions)!r}, "
+                                  f"{int(count)})")
+        except DebuggerError as exc:
+            raise DebuggerError(f"cannot sample at {location!r}: {exc.message}") from None
+        timed_out = None
+        try:
+            self.cont(timeout=timeout)
+        except GuestTimeout as exc:
+            timed_out = exc
+        records = self._python(f"sampler_take({number})")
+        if timed_out is not None and not allow_partial:
+            raise GuestTimeout(f"only {len(records)} of {count} hits of {location} within "
+                               f"{timeout:g} s", output=timed_out.output) from None
+        return records
+
+
+def _gdb_message(exc: BaseException) -> str:
+    """The gdb error text out of an rpyc-wrapped exception."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("gdb.error:") or line.startswith("gdb.MemoryError:"):
+            return line.split(":", 1)[1].strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _kill(pid: int) -> None:
+    """End the terminal wrapper; it takes gdb with it (PR_SET_PDEATHSIG)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

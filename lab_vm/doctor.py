@@ -1,0 +1,95 @@
+"""``lab-vm doctor``: what is installed, what is missing, and the command that fixes it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+from .errors import LabVMError
+
+APT_PACKAGES = {
+    "qemu-system-x86": "QEMU, to run the lab VM",
+    "linux-source-6.1": "the kernel source the lab kernel is built from",
+    "busybox-static": "the guest's userspace",
+    "gdb": "debugging the guest kernel",
+    "build-essential": "compiling the kernel and modules",
+    "bc": "the kernel build", "bison": "the kernel build", "flex": "the kernel build",
+    "libelf-dev": "the kernel build", "libssl-dev": "the kernel build",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _dpkg_installed(package: str) -> bool:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True,
+                         text=True)
+    return out.returncode == 0 and "install ok installed" in out.stdout
+
+
+def checks() -> list[Check]:
+    results = []
+    missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
+    results.append(Check("debian packages", not missing,
+                         "all installed" if not missing else "missing: " + " ".join(missing),
+                         "" if not missing else "scripts/setup  (or: sudo apt-get install "
+                         + " ".join(missing) + ")"))
+    from .build import initramfs, kernel
+
+    for label, finder in (("lab kernel", kernel.find_kernel),
+                          ("initramfs", initramfs.find_initramfs)):
+        try:
+            found = finder()
+            results.append(Check(label, True, str(getattr(found, "tree", None)
+                                                  or getattr(found, "path", ""))))
+        except LabVMError as exc:
+            results.append(Check(label, False, exc.message, "lab-vm build"))
+    results.append(_gdb_check())
+    results.append(_kvm_check(results))
+    return results
+
+
+def _gdb_check() -> Check:
+    """gdb's embedded Python must import rpyc for pwntools' gdb API (see debug.py)."""
+    if shutil.which("gdb") is None:
+        return Check("gdb python rpyc", False, "gdb is not installed", "scripts/setup")
+    from .gdbenv import gdb_environment
+
+    proc = subprocess.run(["gdb", "-nx", "-batch", "-ex", "python import rpyc"],
+                          capture_output=True, text=True, env=gdb_environment(), timeout=60)
+    if proc.returncode == 0 and not proc.stderr.strip():
+        return Check("gdb python rpyc", True, "gdb's Python imports rpyc from the venv")
+    return Check("gdb python rpyc", False, (proc.stderr or proc.stdout).strip()[-300:],
+                 "scripts/setup  (installs pwntools, which brings rpyc, into .venv)")
+
+
+def _kvm_check(earlier: list[Check]) -> Check:
+    from . import accel
+
+    problem = accel.kvm_device_problem()
+    if problem:
+        return Check("kvm", True, f"not usable ({problem}); TCG is used")
+    if not all(c.ok for c in earlier if c.name in ("lab kernel", "initramfs")):
+        return Check("kvm", True, "/dev/kvm opens; the probe boot needs the kernel built first")
+    from .build import initramfs, kernel
+
+    chosen, reason = accel.choose(kernel.find_kernel(), initramfs.find_initramfs())
+    return Check("kvm", True, f"{chosen}: {reason}")
+
+
+def run_doctor(json_output: bool = False) -> int:
+    results = checks()
+    if json_output:
+        print(json.dumps([asdict(c) for c in results], indent=1))
+    else:
+        for c in results:
+            print(f"{'ok ' if c.ok else 'BAD'}  {c.name:18} {c.detail}")
+            if c.fix:
+                print(f"     {'':18} fix: {c.fix}")
+    return 0 if all(c.ok for c in results) else 1

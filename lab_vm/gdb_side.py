@@ -1,0 +1,120 @@
+"""Code that runs *inside* gdb's embedded Python (sourced when a Debugger attaches).
+
+Every host request that would otherwise cost one pwntools/rpyc round trip per
+value (or per breakpoint hit) is done here and answered in one JSON string:
+converting values, walking a backtrace, recording samples at breakpoint hits.
+"""
+import json
+import time
+
+import gdb  # noqa: F401  (only importable inside gdb)
+
+MAX_DEPTH = 3
+MAX_ELEMENTS = 64
+
+
+def to_python(value, depth=0):
+    """A gdb.Value as plain JSON-able Python: ints, floats, strings, lists, dicts."""
+    t = value.type.strip_typedefs()
+    code = t.code
+    try:
+        if code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_BOOL,
+                    gdb.TYPE_CODE_CHAR):
+            return int(value)
+        if code == gdb.TYPE_CODE_PTR:
+            return int(value.cast(gdb.lookup_type("unsigned long")))
+        if code == gdb.TYPE_CODE_FLT:
+            return float(value)
+        if code == gdb.TYPE_CODE_ARRAY:
+            target = t.target().strip_typedefs()
+            if target.code == gdb.TYPE_CODE_INT and target.sizeof == 1:
+                return value.string(errors="replace", length=t.sizeof).split("\0", 1)[0]
+            low, high = t.range()
+            if depth >= MAX_DEPTH:
+                return str(value)
+            return [to_python(value[i], depth + 1)
+                    for i in range(low, min(high, low + MAX_ELEMENTS - 1) + 1)]
+        if code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            if depth >= MAX_DEPTH:
+                return str(value)
+            out = {}
+            for field in t.fields():
+                if field.name is None or field.artificial:
+                    continue
+                try:
+                    out[field.name] = to_python(value[field], depth + 1)
+                except gdb.error as exc:
+                    out[field.name] = "<%s>" % exc
+            return out
+    except gdb.MemoryError as exc:
+        return "<%s>" % exc
+    return str(value)
+
+
+def evaluate(expression):
+    return json.dumps(to_python(gdb.parse_and_eval(expression)))
+
+
+def backtrace(limit=64):
+    frames = []
+    frame = gdb.newest_frame()
+    while frame is not None and len(frames) < limit:
+        sal = frame.find_sal()
+        args = {}
+        try:
+            block = frame.block()
+            for sym in block:
+                if sym.is_argument:
+                    try:
+                        args[sym.name] = str(sym.value(frame))
+                    except gdb.error:
+                        args[sym.name] = "<optimized out>"
+        except RuntimeError:
+            pass
+        frames.append({
+            "function": frame.name(),
+            "pc": frame.pc(),
+            "file": sal.symtab.filename if sal.symtab else None,
+            "line": sal.line or None,
+            "args": args,
+        })
+        frame = frame.older()
+    return json.dumps(frames)
+
+
+class Sampler(gdb.Breakpoint):
+    """Records expressions at every hit without stopping; stops once ``count`` are in."""
+
+    active = {}
+
+    def __init__(self, spec, expressions, count):
+        super().__init__(spec, internal=False)
+        self.expressions = expressions
+        self.count = count
+        self.records = []
+        self.errors = 0
+        Sampler.active[self.number] = self
+
+    def stop(self):
+        record = {"t": time.monotonic()}
+        for expr in self.expressions:
+            try:
+                record[expr] = to_python(gdb.parse_and_eval(expr))
+            except gdb.error as exc:
+                record[expr] = None
+                self.errors += 1
+                if self.errors == 1:
+                    record["error"] = str(exc)
+        self.records.append(record)
+        return len(self.records) >= self.count
+
+
+def sampler_start(spec, expressions, count):
+    return Sampler(spec, expressions, count).number
+
+
+def sampler_take(number):
+    s = Sampler.active.pop(number)
+    records = s.records
+    s.delete()
+    return json.dumps(records)

@@ -1,0 +1,429 @@
+"""LabVM: the lab VM as a context manager.
+
+Modelled on QEMU's own ``python/qemu/machine/machine.py``: ``launch()`` builds
+the command line and starts QEMU, ``shutdown()`` is graceful with a timeout,
+then kills, and cleans up in ``finally`` — it is safe to call twice and runs on
+exceptions and Ctrl-C. The console log outlives the VM (``console_log``).
+
+The guest boots ``vmlinux`` through its PVH entry (qboot firmware by default)
+with our initramfs, whose agent answers on a virtio-serial port; the kernel
+console goes to its own file, so kernel messages never mix with command output.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Sequence
+
+from . import accel as accel_mod
+from .build.initramfs import Initramfs, find_initramfs
+from .build.kernel import Kernel, find_kernel
+from .channel import DEFAULT_MAX_OUTPUT, Channel, Job, Result
+from .errors import ConfigError, GuestPanic, GuestTimeout, QEMUExited, VMError
+
+LOG = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+FIRMWARE = {"qboot": "/usr/share/qemu/qboot.rom", "seabios": None}
+SHARE_TAG = "vmexit"
+SHARE_MOUNT = "/mnt/share"
+# oops=panic: an oops in a student's module becomes a panic we can see at once;
+# panic=-1 + -no-reboot: a panicking guest ends QEMU instead of hanging.
+BASE_CMDLINE = ("console=ttyS0 nokaslr oops=panic panic=-1 quiet acpi=off "
+                "tsc=reliable no_timer_check")
+PANIC_RE = re.compile(rb"Kernel panic - not syncing[^\n]*")
+PANIC_CONTEXT = 60     # console lines kept in a GuestPanic
+
+
+_LIVE: "weakref.WeakSet[LabVM]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """A VM still running when the interpreter exits (uncaught exception, sys.exit) is ended."""
+    for vm in list(_LIVE):
+        vm.shutdown(timeout=3)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabVM:
+    """A QEMU running the lab kernel, driven from Python.
+
+    Use it as a context manager::
+
+        with LabVM(share="labs/02-edu-driver", devices=["edu"]) as vm:
+            print(vm.run("uname -r").text)
+    """
+
+    def __init__(self, *, accel: str = "auto", memory: int = 256, cpus: int = 1,
+                 share: str | os.PathLike | None = None, devices: Sequence[str] = (),
+                 gdb: bool = False, gdb_wait: bool = False, firmware: str = "qboot",
+                 append: str = "", qemu_args: Sequence[str] = (),
+                 kernel: Kernel | None = None, initramfs: Initramfs | None = None,
+                 boot_timeout: float = 60.0, qemu: str = QEMU, name: str = "vm") -> None:
+        if accel not in ("auto", "tcg", "kvm"):
+            raise ConfigError(f"unknown accelerator {accel!r}: choose auto, tcg or kvm")
+        if firmware not in FIRMWARE:
+            raise ConfigError(f"unknown firmware {firmware!r}: choose {', '.join(FIRMWARE)}")
+        if share is not None:
+            share = Path(share).resolve()
+            if not share.is_dir():
+                raise ConfigError(f"the share {share} is not a directory")
+        if memory < 64 or cpus < 1:
+            raise ConfigError(f"memory={memory} MiB and cpus={cpus} are too small")
+        if shutil.which(qemu) is None:
+            raise ConfigError(f"{qemu} is not installed: run `scripts/setup`")
+        self.kernel = kernel or find_kernel()
+        self.initramfs = initramfs or find_initramfs()
+        self.accel_requested = accel
+        self.memory = memory
+        self.cpus = cpus
+        self.share = share
+        self.devices = list(devices)
+        self.gdb = gdb or gdb_wait
+        self.gdb_wait = gdb_wait
+        self.firmware = firmware
+        self.append = append
+        self.qemu_args = list(qemu_args)
+        self.boot_timeout = boot_timeout
+        self.qemu = qemu
+        self.name = name
+
+        self.accel: str | None = None
+        self.accel_reason = ""
+        self.gdb_port: int | None = None
+        self.boot_time: float | None = None
+        self._proc: subprocess.Popen | None = None
+        self._tmp: Path | None = None
+        self._channel: Channel | None = None
+        self._qmp = None
+        self._console_seen = 0
+        self._console_text: bytes = b""
+        self._qemu_log_text: str = ""
+        self._shut_down = False
+        self._interactive = False
+        self._debuggers: list = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> "LabVM":
+        self.launch()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def command_line(self) -> list[str]:
+        """The full QEMU command line (available after the accelerator is chosen)."""
+        assert self._tmp is not None and self.accel is not None
+        cmd = [self.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-machine", "pc", "-accel", self.accel, "-m", str(self.memory),
+               "-smp", str(self.cpus),
+               "-kernel", str(self.kernel.vmlinux), "-initrd", str(self.initramfs.path),
+               "-append", f"{BASE_CMDLINE} {self.append}".strip(),
+               *self._console_args(),
+               "-device", "virtio-serial-pci,id=vser",
+               "-chardev", f"socket,id=agent,path={self._tmp / 'agent.sock'},server=on,wait=off",
+               "-device", "virtserialport,bus=vser.0,nr=1,chardev=agent,name=vmexit.agent",
+               "-qmp", f"unix:{self._tmp / 'qmp.sock'},server=on,wait=off"]
+        if self.accel == "kvm":
+            cmd += ["-cpu", "host"]
+        if FIRMWARE[self.firmware]:
+            cmd += ["-bios", FIRMWARE[self.firmware]]
+        if self.share is not None:
+            cmd += ["-virtfs", f"local,path={self.share},mount_tag={SHARE_TAG},"
+                               "security_model=none,id=share"]
+        for dev in self.devices:
+            cmd += ["-device", dev]
+        if self.gdb:
+            cmd += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
+            if self.gdb_wait:
+                cmd += ["-S"]
+        return cmd + self.qemu_args
+
+    def _console_args(self) -> list[str]:
+        if self._interactive:
+            return ["-serial", "mon:stdio"]
+        return ["-chardev", f"file,id=con,path={self._tmp / 'console.log'}",
+                "-serial", "chardev:con"]
+
+    def interactive(self) -> int:
+        """Boot with the guest console on this terminal and a shell in place of the agent.
+
+        Returns QEMU's exit status once the person leaves (``reboot -f`` or Ctrl-A X).
+        """
+        self._interactive = True
+        self.append = f"{self.append} vmexit.shell=1".strip()
+        self.accel, self.accel_reason = (accel_mod.choose(self.kernel, self.initramfs)
+                                         if self.accel_requested == "auto"
+                                         else (self.accel_requested, "asked for"))
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"vmexit-{self.name}-"))
+        try:
+            return subprocess.run(self.command_line()).returncode
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def launch(self, timeout: float | None = None) -> None:
+        """Start QEMU and wait until the guest agent answers (or raise, leaving nothing behind)."""
+        if self._proc is not None:
+            raise VMError("this LabVM was already launched")
+        timeout = self.boot_timeout if timeout is None else timeout
+        try:
+            self._launch(timeout)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _launch(self, timeout: float) -> None:
+        start = time.monotonic()
+        if self.accel_requested == "auto":
+            self.accel, self.accel_reason = accel_mod.choose(self.kernel, self.initramfs)
+        else:
+            self.accel, self.accel_reason = self.accel_requested, "asked for"
+        LOG.info("%s: accelerator %s (%s)", self.name, self.accel, self.accel_reason)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"vmexit-{self.name}-"))
+        if self.gdb:
+            self.gdb_port = free_port()
+        cmd = self.command_line()
+        _LIVE.add(self)
+        LOG.debug("%s: %s", self.name, shlex.join(cmd))
+        with open(self._tmp / "qemu.log", "wb") as qlog:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        sock = self._connect(self._tmp / "agent.sock", deadline=start + timeout)
+        self._channel = Channel(sock, self._health)
+        if self.gdb_wait:
+            return    # the guest waits for the debugger's first `continue`
+        self._channel.wait_ready(max(0.1, timeout - (time.monotonic() - start)))
+        self.boot_time = time.monotonic() - start
+        LOG.info("%s: ready in %.2f s", self.name, self.boot_time)
+        if self.share is not None:
+            self.run(f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "
+                     f"{SHARE_TAG} {SHARE_MOUNT}", timeout=30, check=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """After ``gdb_wait``: wait for the agent once the debugger let the guest run."""
+        assert self._channel is not None
+        self._channel.wait_ready(timeout)
+        if self.share is not None:
+            self.run(f"mount -t 9p -o trans=virtio,version=9p2000.L {SHARE_TAG} {SHARE_MOUNT}",
+                     timeout=30, check=True)
+
+    def _connect(self, path: Path, deadline: float) -> socket.socket:
+        """Connect to a unix socket QEMU creates while it starts."""
+        while True:
+            self._health()
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(path))
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise GuestTimeout(f"QEMU did not open {path.name} in time",
+                                       output=self.qemu_log) from None
+                time.sleep(0.005)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop QEMU: ask politely, wait up to ``timeout``, then kill. Safe to call twice."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        try:
+            for dbg in list(self._debuggers):
+                dbg.close()
+            if self._channel is not None:
+                self._channel.close()
+            if self._proc is not None and self._proc.poll() is None:
+                self._quit_gracefully(timeout)
+        finally:
+            if self._proc is not None and self._proc.poll() is None:
+                LOG.warning("%s: QEMU did not quit in %g s; killing it", self.name, timeout)
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+            if self._qmp is not None:
+                try:
+                    self._qmp.close()
+                except Exception:       # the peer is gone; nothing left to tidy
+                    pass
+            self._keep_logs()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _quit_gracefully(self, timeout: float) -> None:
+        assert self._proc is not None
+        try:
+            # SIGTERM is QEMU's orderly "quit": it needs no QMP connection.
+            self._proc.send_signal(signal.SIGTERM)
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _keep_logs(self) -> None:
+        if self._tmp is None:
+            return
+        for name, attr in (("console.log", "_console_text"), ("qemu.log", "_qemu_log_text")):
+            try:
+                data = (self._tmp / name).read_bytes()
+            except FileNotFoundError:
+                continue
+            setattr(self, attr, data if attr == "_console_text" else data.decode(errors="replace"))
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def console_log(self) -> str:
+        """Everything the guest kernel printed on its console (also after shutdown)."""
+        return self._console_bytes().decode(errors="replace")
+
+    def _console_bytes(self) -> bytes:
+        if self._tmp is not None and not self._shut_down:
+            try:
+                return (self._tmp / "console.log").read_bytes()
+            except FileNotFoundError:
+                return b""
+        return self._console_text
+
+    @property
+    def qemu_log(self) -> str:
+        """QEMU's own stdout and stderr."""
+        if self._tmp is not None and not self._shut_down:
+            try:
+                return (self._tmp / "qemu.log").read_text(errors="replace")
+            except FileNotFoundError:
+                return ""
+        return self._qemu_log_text
+
+    # -- health ------------------------------------------------------------------------------
+    def _health(self) -> None:
+        """Raise GuestPanic or QEMUExited if the VM is gone; cheap enough to call every 50 ms."""
+        panic = self._find_panic()
+        if panic is not None:
+            raise panic
+        if self._proc is not None and self._proc.poll() is not None:
+            raise QEMUExited(f"QEMU exited with status {self._proc.returncode}",
+                             command=self._proc.args, status=self._proc.returncode,
+                             output=self.qemu_log + "\n" + self.console_log)
+
+    def _find_panic(self) -> GuestPanic | None:
+        data = self._console_bytes()
+        # Only look at what is new, plus a margin for a line split across two reads.
+        start = max(0, self._console_seen - 200)
+        self._console_seen = len(data)
+        match = PANIC_RE.search(data, start)
+        if match is None:
+            return None
+        lines = data.decode(errors="replace").splitlines()
+        excerpt = "\n".join(lines[-PANIC_CONTEXT:])
+        return GuestPanic(f"the guest kernel panicked: {match.group().decode(errors='replace')}",
+                          output=excerpt)
+
+    # -- commands ----------------------------------------------------------------------------
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None or self._shut_down:
+            raise VMError("the VM is not running")
+        return self._channel
+
+    def run(self, command: str, *, timeout: float = 30.0, check: bool = False,
+            input: bytes = b"", max_output: int = DEFAULT_MAX_OUTPUT) -> Result:
+        """Run ``sh -c command`` in the guest; return its Result (stdout, stderr, status)."""
+        return self.channel.run(command, timeout=timeout, input=input, check=check,
+                                max_output=max_output)
+
+    def start(self, command: str, *, input: bytes = b"",
+              max_output: int = DEFAULT_MAX_OUTPUT) -> Job:
+        """Start a guest command and return at once; ``job.wait(timeout)`` collects it."""
+        return self.channel.start(command, input=input, max_output=max_output)
+
+    def ping(self, timeout: float = 5.0) -> float:
+        return self.channel.ping(timeout)
+
+    def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644,
+                   timeout: float = 30.0) -> None:
+        """Write a file in the guest (through the channel, so no share is needed)."""
+        if isinstance(data, str):
+            data = data.encode()
+        q = shlex.quote(path)
+        self.run(f"cat > {q} && chmod {mode:o} {q}", input=data, timeout=timeout, check=True)
+
+    def read_file(self, path: str, *, timeout: float = 30.0) -> bytes:
+        return self.run(f"cat {shlex.quote(path)}", timeout=timeout, check=True).stdout
+
+    def insmod(self, module: str | os.PathLike, *params: str, timeout: float = 30.0) -> Result:
+        """Load a module: a guest path, or a host path that is copied into the guest first."""
+        path = str(module)
+        if Path(path).is_file() and not path.startswith(SHARE_MOUNT):
+            guest = f"/tmp/{Path(path).name}"
+            self.write_file(guest, Path(path).read_bytes(), timeout=timeout)
+            path = guest
+        args = " ".join(shlex.quote(p) for p in params)
+        return self.run(f"insmod {shlex.quote(path)} {args}", timeout=timeout, check=True)
+
+    def rmmod(self, name: str, *, timeout: float = 30.0) -> Result:
+        return self.run(f"rmmod {shlex.quote(name)}", timeout=timeout, check=True)
+
+    def dmesg(self, *, timeout: float = 30.0) -> str:
+        return self.run("dmesg", timeout=timeout, check=True).text
+
+    # -- debugging ----------------------------------------------------------------------------
+    def enable_gdbstub(self) -> int:
+        """The gdbstub's port; opened now (HMP ``gdbserver``) if the VM started without one."""
+        if self.gdb_port is None:
+            port = free_port()
+            self.qmp("human-monitor-command", command_line=f"gdbserver tcp:127.0.0.1:{port}")
+            self.gdb_port = port
+            self.gdb = True
+        return self.gdb_port
+
+    def debugger(self, *, timeout: float = 30.0):
+        """gdb attached to this guest, scripted through pwntools (see lab_vm.debug)."""
+        from .debug import Debugger
+
+        self._health()
+        dbg = Debugger(self, timeout=timeout)
+        self._debuggers.append(dbg)
+        return dbg
+
+    def _debugger_closed(self, dbg) -> None:
+        if dbg in self._debuggers:
+            self._debuggers.remove(dbg)
+
+    def check_health(self) -> None:
+        """Raise GuestPanic or QEMUExited if the guest panicked or QEMU is gone."""
+        self._health()
+
+    # -- QMP ---------------------------------------------------------------------------------
+    def qmp(self, command: str, timeout: float = 10.0, **args):
+        """Send one QMP command (through the qemu.qmp library) and return its result."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        if self._qmp is None:
+            self._health()
+            assert self._tmp is not None
+            self._qmp = QEMUMonitorProtocol(str(self._tmp / "qmp.sock"))
+            self._qmp.connect()
+            self._qmp.settimeout(timeout)
+        reply = self._qmp.cmd_raw(command, args or None)
+        if "error" in reply:
+            raise VMError(f"QMP {command} failed: {reply['error'].get('desc')}",
+                          command=command)
+        return reply.get("return")

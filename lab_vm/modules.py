@@ -1,0 +1,63 @@
+"""Out-of-tree kernel modules built against the lab kernel (``make -C <tree> M=<dir>``)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build.kernel import Kernel, find_kernel
+from .errors import ConfigError, ModuleBuildError
+
+LOG = logging.getLogger(__name__)
+# gcc's "file:line:col: error: message" and the linker's/modpost's "ERROR: ..." lines.
+ERROR_RE = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?:\d+:)? (?:fatal )?error: .*$"
+                      r"|^(?:ERROR|make\[\d+\]: \*\*\*).*$", re.M)
+
+
+@dataclass
+class ModuleBuild:
+    directory: Path
+    modules: list[Path]
+    output: str
+    warnings: list[str]
+
+
+def compiler_errors(output: str, limit: int = 10) -> list[str]:
+    """The first ``limit`` error lines of a kernel build's output, made relative and readable."""
+    errors = [m.group(0) for m in ERROR_RE.finditer(output)]
+    first = [e for e in errors if " error: " in e] or errors
+    return first[:limit]
+
+
+def build_module(directory: str | os.PathLike, *, kernel: Kernel | None = None,
+                 timeout: float = 300.0, jobs: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> ModuleBuild:
+    """Build the module(s) in ``directory`` (which holds a Kbuild or Makefile) in place."""
+    directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    if not any((directory / name).exists() for name in ("Kbuild", "Makefile")):
+        raise ConfigError(f"{directory} has no Kbuild or Makefile: it is not a module directory")
+    kernel = kernel or find_kernel()
+    cmd = ["make", f"-j{jobs or (os.cpu_count() or 1)}", "-C", str(kernel.tree),
+           f"M={directory}", *extra_args, "modules"]
+    LOG.info("building module: %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              errors="replace")
+    except subprocess.TimeoutExpired as exc:
+        raise ModuleBuildError(f"building the module in {directory} took over {timeout:g} s",
+                               command=cmd, output=str(exc.stdout or "")) from exc
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        errors = compiler_errors(output)
+        raise ModuleBuildError(
+            f"the module in {directory} does not compile:\n  " + "\n  ".join(errors or
+                                                                              ["(see output)"]),
+            command=cmd, status=proc.returncode, output=output, errors=errors)
+    warnings = [line for line in output.splitlines() if ": warning: " in line]
+    modules = sorted(directory.glob("*.ko"))
+    return ModuleBuild(directory, modules, output, warnings)

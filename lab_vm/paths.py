@@ -1,0 +1,22 @@
+"""Where lab_vm keeps things: the package's own data files and the build cache."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+KCONFIG_DIR = PACKAGE_DIR / "kconfig"
+GUEST_DIR = PACKAGE_DIR / "guest"
+
+
+def cache_dir() -> Path:
+    """The build cache: $VMEXIT_CACHE, else $XDG_CACHE_HOME/vmexit, else ~/.cache/vmexit.
+
+    It lives outside the work tree so that a fresh clone (CI, a second checkout)
+    reuses a kernel built from the same inputs instead of spending minutes on it.
+    """
+    env = os.environ.get("VMEXIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "vmexit"

@@ -1,0 +1,36 @@
+"""Out-of-tree modules built against the lab kernel and loaded in the VM."""
+import shutil
+
+import pytest
+
+from lab_vm.errors import ModuleBuildError
+from lab_vm.modules import build_module
+
+from conftest import TESTS
+
+
+@pytest.fixture
+def module_copy(tmp_path):
+    def copy(name):
+        dst = tmp_path / name
+        shutil.copytree(TESTS / "modules" / name, dst)
+        return dst
+    return copy
+
+
+def test_module_builds_loads_and_unloads(vm, module_copy):
+    result = build_module(module_copy("hello"))
+    (ko,) = result.modules
+    vm.insmod(ko, "answer=5")
+    assert "vmexit hello: loaded, answer=5" in vm.dmesg()
+    assert "hello" in vm.run("lsmod", timeout=30).text
+    vm.rmmod("hello")
+    assert "vmexit hello: unloaded" in vm.dmesg()
+
+
+def test_compile_error_is_reported_with_file_and_line(module_copy):
+    with pytest.raises(ModuleBuildError) as info:
+        build_module(module_copy("broken"))
+    errors = info.value.errors
+    assert errors and "broken.c:7" in errors[0] and "undeclared_variable" in errors[0]
+    assert "broken.c:7" in str(info.value)
