@@ -114,7 +114,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_module)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
-    p.add_argument("what", nargs="?", default="vm", choices=["vm"])
+    p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb"],
+                   help="vm: boot, round trip, cached build (default); gdb: sampling rates")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--boots", type=int, default=5)
     p.add_argument("--roundtrips", type=int, default=200)

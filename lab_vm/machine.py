@@ -12,6 +12,8 @@ console goes to its own file, so kernel messages never mix with command output.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fnmatch
 import logging
 import os
 import re
@@ -29,7 +31,9 @@ from typing import Sequence
 from . import accel as accel_mod
 from .build.initramfs import Initramfs, find_initramfs
 from .build.kernel import Kernel, find_kernel
+from .build.tsc import host_tsc_khz
 from .channel import DEFAULT_MAX_OUTPUT, Channel, Job, Result
+from .trace import Trace, parse as parse_trace
 from .errors import ConfigError, GuestPanic, GuestTimeout, QEMUExited, VMError
 
 LOG = logging.getLogger(__name__)
@@ -136,12 +140,14 @@ class LabVM:
                "-machine", "pc", "-accel", self.accel, "-m", str(self.memory),
                "-smp", str(self.cpus),
                "-kernel", str(self.kernel.vmlinux), "-initrd", str(self.initramfs.path),
-               "-append", f"{BASE_CMDLINE} {self.append}".strip(),
+               "-append", self.kernel_cmdline(),
                *self._console_args(),
                "-device", "virtio-serial-pci,id=vser",
                "-chardev", f"socket,id=agent,path={self._tmp / 'agent.sock'},server=on,wait=off",
                "-device", "virtserialport,bus=vser.0,nr=1,chardev=agent,name=vmexit.agent",
-               "-qmp", f"unix:{self._tmp / 'qmp.sock'},server=on,wait=off"]
+               "-qmp", f"unix:{self._tmp / 'qmp.sock'},server=on,wait=off",
+               # trace events (switched on at run time, see tracing()) are written here
+               "-D", str(self._tmp / "trace.log")]
         if self.accel == "kvm":
             cmd += ["-cpu", "host"]
         if FIRMWARE[self.firmware]:
@@ -156,6 +162,17 @@ class LabVM:
             if self.gdb_wait:
                 cmd += ["-S"]
         return cmd + self.qemu_args
+
+    def kernel_cmdline(self) -> str:
+        parts = [BASE_CMDLINE]
+        if self.accel == "tcg":
+            khz = host_tsc_khz()
+            if khz:
+                # The guest's TSC is the host's; it cannot calibrate it under TCG (tsc_khz.c).
+                parts.append(f"tsc_early_khz={khz}")
+        if self.append:
+            parts.append(self.append)
+        return " ".join(parts)
 
     def _console_args(self) -> list[str]:
         if self._interactive:
@@ -410,6 +427,31 @@ class LabVM:
     def check_health(self) -> None:
         """Raise GuestPanic or QEMUExited if the guest panicked or QEMU is gone."""
         self._health()
+
+    # -- QEMU trace events ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def tracing(self, *patterns: str, timeout: float = 10.0):
+        """Record QEMU trace events (names or globs such as ``memory_region_ops_*``).
+
+        ``with vm.tracing("memory_region_ops_read") as trace: vm.run(...)`` leaves
+        the parsed events in ``trace.records`` once the block ends.
+        """
+        result = Trace(patterns)
+        log = self._tmp / "trace.log"
+        for pattern in patterns:
+            self.qmp("trace-event-set-state", timeout=timeout, name=pattern, enable=True)
+        start = log.stat().st_size if log.exists() else 0
+        try:
+            yield result
+        finally:
+            for pattern in patterns:
+                self.qmp("trace-event-set-state", timeout=timeout, name=pattern, enable=False)
+            with open(log, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            names = {e["name"] for e in self.qmp("trace-event-get-state", name="*")
+                     if any(fnmatch.fnmatchcase(e["name"], p) for p in patterns)}
+            result.records = parse_trace(text, names)
 
     # -- QMP ---------------------------------------------------------------------------------
     def qmp(self, command: str, timeout: float = 10.0, **args):

@@ -1,17 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The smallest module the test-suite loads: it says hello and has a function to break on. */
+/*
+ * The smallest module the test-suite loads. Reading its parameter calls
+ * vmexit_hello_answer(), so a debugger has a module function to break on
+ * whenever it likes: cat /sys/module/hello/parameters/answer
+ */
 #include <linux/init.h>
 #include <linux/module.h>
+#include <linux/moduleparam.h>
 #include <linux/printk.h>
 
 static int answer = 42;
-module_param(answer, int, 0444);
 
 noinline int vmexit_hello_answer(int x)
 {
 	return x + answer;
 }
-EXPORT_SYMBOL_GPL(vmexit_hello_answer);
+
+static int answer_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", vmexit_hello_answer(0));
+}
+
+static const struct kernel_param_ops answer_ops = {
+	.set = param_set_int,
+	.get = answer_get,
+};
+module_param_cb(answer, &answer_ops, &answer, 0444);
 
 static int __init hello_init(void)
 {
