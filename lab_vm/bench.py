@@ -66,18 +66,18 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40) -> dict:
     """Bulk sampling inside gdb vs one pwntools round trip per hit, on the same VM and function."""
     figures: dict = {}
     with LabVM(name="bench-gdb") as vm:
-        # A busy guest keeps ktime_get hot; the loop is long enough for both measurements.
-        load = vm.start("while :; do :; done")
+        # One read syscall per byte keeps ksys_read hot for both measurements.
+        load = vm.start("dd if=/dev/zero of=/dev/null bs=1 count=1000000000")
         with vm.debugger() as dbg:
             figures["attach_s"] = round(dbg.attach_time, 3)
             start = time.monotonic()
-            records = dbg.sample("ktime_get", ["jiffies"], count=samples, timeout=300)
+            records = dbg.sample("ksys_read", ["count"], count=samples, timeout=300)
             bulk = len(records) / (time.monotonic() - start)
-            bp = dbg.break_at("ktime_get")
+            bp = dbg.break_at("ksys_read")
             start = time.monotonic()
             for _ in range(naive_hits):
                 dbg.cont(timeout=30)
-                dbg.evaluate("jiffies")
+                dbg.evaluate("count")
             naive = naive_hits / (time.monotonic() - start)
             dbg.delete(bp)
         load.kill()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import struct
 import threading
@@ -20,7 +21,7 @@ from .errors import CommandFailed, GuestTimeout, VMError
 
 LOG = logging.getLogger(__name__)
 
-REQ_RUN, REQ_KILL, REQ_PING = 1, 2, 3
+REQ_RUN, REQ_KILL, REQ_PING, REQ_RESUMED = 1, 2, 3, 4
 REP_STDOUT, REP_STDERR, REP_EXIT, REP_PONG, REP_READY, REP_ERROR = 1, 2, 3, 4, 5, 6
 REQ_HEADER = struct.Struct("<4sIIII")
 REP_HEADER = struct.Struct("<4sIII")
@@ -118,6 +119,7 @@ class Channel:
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
         self._pongs: set[int] = set()
+        self._errors: dict[int, str] = {}
         self._ready: list[bytes] = []
         self._closed: str | None = None
         self._cond = threading.Condition()
@@ -150,13 +152,28 @@ class Channel:
     def ping(self, timeout: float) -> float:
         """Round trip to the agent without running anything; returns seconds."""
         start = time.monotonic()
-        pid = next(self._ids)
-        self.send(REQ_PING, pid, b"ping")
-        self.wait_for(lambda: pid in self._pongs, timeout, on_timeout=lambda: GuestTimeout(
-            f"the guest agent did not answer a ping in {timeout:g} s"))
-        with self._cond:
-            self._pongs.discard(pid)
+        self._answered(REQ_PING, b"ping", b"", timeout, "answer a ping")
         return time.monotonic() - start
+
+    def resumed(self, timeout: float) -> None:
+        """Tell a restored guest the host's wall clock and give it fresh randomness."""
+        now = time.time_ns()
+        payload = struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000)
+        self._answered(REQ_RESUMED, b"", payload + os.urandom(64), timeout,
+                       "take the clock and seed after a restore")
+
+    def _answered(self, kind: int, command: bytes, data: bytes, timeout: float,
+                  what: str) -> None:
+        rid = next(self._ids)
+        self.send(kind, rid, command, data)
+        self.wait_for(lambda: rid in self._pongs or rid in self._errors, timeout,
+                      on_timeout=lambda: GuestTimeout(
+                          f"the guest agent did not {what} within {timeout:g} s"))
+        with self._cond:
+            self._pongs.discard(rid)
+            error = self._errors.pop(rid, None)
+        if error is not None:
+            raise VMError(f"the guest agent could not {what}: {error}")
 
     def wait_ready(self, timeout: float) -> bytes:
         """Wait for the agent's greeting (sent once when it starts)."""
@@ -238,7 +255,10 @@ class Channel:
             else:
                 job = self._jobs.get(job_id)
                 if job is None:
-                    return          # a job we gave up on (timed out) still talking
+                    if kind == REP_ERROR:       # the answer to a ping-like request
+                        self._errors[job_id] = data.decode(errors="replace")
+                        self._cond.notify_all()
+                    return          # else: a job we gave up on (timed out) still talking
                 if kind == REP_STDOUT:
                     job._add(job.stdout, data)
                 elif kind == REP_STDERR:

@@ -25,7 +25,7 @@ def cmd_run(args) -> int:
 
     command = " ".join(args.command) if args.command else "true"
     with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
-               devices=args.device) as vm:
+               devices=args.device, cold_boot=args.cold) as vm:
         result = vm.run(command, timeout=args.timeout)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
@@ -87,6 +87,8 @@ def make_parser() -> argparse.ArgumentParser:
                        "at /mnt/share")
         p.add_argument("--device", action="append", default=[], metavar="DEV",
                        help="extra QEMU -device (repeatable), e.g. edu")
+        p.add_argument("--cold", action="store_true",
+                       help="boot for real instead of restoring the saved booted guest")
 
     p = sub.add_parser("doctor", help="what is installed, what is missing and how to fix it")
     p.add_argument("--json", action="store_true")

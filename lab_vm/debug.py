@@ -146,7 +146,9 @@ class Debugger:
 
     def _python(self, call: str) -> Any:
         """Call a function of gdb_side.py inside gdb and decode its JSON answer."""
-        return json.loads(self.execute(f"python print({call})"))
+        # gdb may print first (e.g. "Breakpoint 2 at ..."): the answer is the last line.
+        lines = self.execute(f"python print({call})").strip().splitlines()
+        return json.loads(lines[-1])
 
     # -- the guest's state ---------------------------------------------------------------------
     def evaluate(self, expression: str) -> Any:

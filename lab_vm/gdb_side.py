@@ -55,10 +55,16 @@ def evaluate(expression):
     return json.dumps(to_python(gdb.parse_and_eval(expression)))
 
 
+# Where a kernel stack begins: below these frames gdb would unwind into user
+# space or the interrupted context and report data symbols as "functions".
+STACK_BOTTOM = ("entry_SYSCALL_64", "ret_from_fork", "asm_", "entry_", "start_kernel",
+                "secondary_startup_64")
+
+
 def backtrace(limit=64):
     frames = []
     frame = gdb.newest_frame()
-    while frame is not None and len(frames) < limit:
+    while frame is not None and len(frames) < limit and frame.name() is not None:
         sal = frame.find_sal()
         args = {}
         try:
@@ -78,6 +84,8 @@ def backtrace(limit=64):
             "line": sal.line or None,
             "args": args,
         })
+        if frame.name().startswith(STACK_BOTTOM):
+            break
         frame = frame.older()
     return json.dumps(frames)
 

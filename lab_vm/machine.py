@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Sequence
 
 from . import accel as accel_mod
+from . import state
 from .build.initramfs import Initramfs, find_initramfs
 from .build.kernel import Kernel, find_kernel
 from .build.tsc import host_tsc_khz
 from .channel import DEFAULT_MAX_OUTPUT, Channel, Job, Result
 from .trace import Trace, parse as parse_trace
-from .errors import ConfigError, GuestPanic, GuestTimeout, QEMUExited, VMError
+from .errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, QEMUExited,
+                     VMError)
 
 LOG = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class LabVM:
                  gdb: bool = False, gdb_wait: bool = False, firmware: str = "qboot",
                  append: str = "", qemu_args: Sequence[str] = (),
                  kernel: Kernel | None = None, initramfs: Initramfs | None = None,
-                 boot_timeout: float = 60.0, qemu: str = QEMU, name: str = "vm") -> None:
+                 boot_timeout: float = 60.0, cold_boot: bool = False, qemu: str = QEMU,
+                 name: str = "vm") -> None:
         if accel not in ("auto", "tcg", "kvm"):
             raise ConfigError(f"unknown accelerator {accel!r}: choose auto, tcg or kvm")
         if firmware not in FIRMWARE:
@@ -107,6 +110,9 @@ class LabVM:
         self.append = append
         self.qemu_args = list(qemu_args)
         self.boot_timeout = boot_timeout
+        self.cold_boot = cold_boot
+        self.restored = False
+        self.restore_failure: str | None = None
         self.qemu = qemu
         self.name = name
 
@@ -209,6 +215,7 @@ class LabVM:
 
     def _launch(self, timeout: float) -> None:
         start = time.monotonic()
+        deadline = start + timeout
         if self.accel_requested == "auto":
             self.accel, self.accel_reason = accel_mod.choose(self.kernel, self.initramfs)
         else:
@@ -217,19 +224,68 @@ class LabVM:
         self._tmp = Path(tempfile.mkdtemp(prefix=f"vmexit-{self.name}-"))
         if self.gdb:
             self.gdb_port = free_port()
+        saved = None
+        if not self.cold_boot and not self.gdb_wait:
+            saved = state.path_for(state.key(self))
+        if saved is not None and saved.exists():
+            self._restore(saved, deadline)
+        if not self.restored:
+            self._start_qemu(deadline)
+            if self.gdb_wait:
+                return    # the guest waits for the debugger's first `continue`
+            self._channel.wait_ready(max(0.1, deadline - time.monotonic()))
+            if saved is not None and not saved.exists():
+                try:
+                    state.save(self, saved)
+                except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
+                    LOG.warning("%s: could not save the guest state: %s", self.name, exc)
+        self.boot_time = time.monotonic() - start
+        LOG.info("%s: ready in %.3f s (%s)", self.name, self.boot_time,
+                 "restored" if self.restored else "cold boot")
+        self._mount_share()
+
+    def _restore(self, saved: Path, deadline: float) -> None:
+        """Start QEMU from a saved state; on any failure delete the state and clean up."""
+        try:
+            self._start_qemu(deadline, incoming=saved)
+            state.wait_running(self, max(0.1, deadline - time.monotonic()))
+            self._channel.resumed(max(0.1, deadline - time.monotonic()))
+            self.restored = True
+        except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
+            self.restore_failure = f"{type(exc).__name__}: {exc}"
+            LOG.warning("%s: restoring %s failed (%s); booting cold instead",
+                        self.name, saved.name, self.restore_failure)
+            saved.unlink(missing_ok=True)
+            self._stop_qemu()
+
+    def _start_qemu(self, deadline: float, incoming: Path | None = None) -> None:
         cmd = self.command_line()
+        if incoming is not None:
+            cmd += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
         _LIVE.add(self)
         LOG.debug("%s: %s", self.name, shlex.join(cmd))
         with open(self._tmp / "qemu.log", "wb") as qlog:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
                                           stderr=subprocess.STDOUT, start_new_session=True)
-        sock = self._connect(self._tmp / "agent.sock", deadline=start + timeout)
+        sock = self._connect(self._tmp / "agent.sock", deadline=deadline)
         self._channel = Channel(sock, self._health)
-        if self.gdb_wait:
-            return    # the guest waits for the debugger's first `continue`
-        self._channel.wait_ready(max(0.1, timeout - (time.monotonic() - start)))
-        self.boot_time = time.monotonic() - start
-        LOG.info("%s: ready in %.2f s", self.name, self.boot_time)
+
+    def _stop_qemu(self) -> None:
+        """Forget a QEMU that failed to restore, so that a cold boot can start afresh."""
+        if self._channel is not None:
+            self._channel.close()
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                self._qmp.close()
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = self._channel = self._qmp = None
+        self._console_seen = 0
+        for name in ("console.log", "agent.sock", "qmp.sock"):
+            (self._tmp / name).unlink(missing_ok=True)
+
+    def _mount_share(self) -> None:
         if self.share is not None:
             self.run(f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "
                      f"{SHARE_TAG} {SHARE_MOUNT}", timeout=30, check=True)
@@ -238,9 +294,7 @@ class LabVM:
         """After ``gdb_wait``: wait for the agent once the debugger let the guest run."""
         assert self._channel is not None
         self._channel.wait_ready(timeout)
-        if self.share is not None:
-            self.run(f"mount -t 9p -o trans=virtio,version=9p2000.L {SHARE_TAG} {SHARE_MOUNT}",
-                     timeout=30, check=True)
+        self._mount_share()
 
     def _connect(self, path: Path, deadline: float) -> socket.socket:
         """Connect to a unix socket QEMU creates while it starts."""
@@ -406,7 +460,8 @@ class LabVM:
         """The gdbstub's port; opened now (HMP ``gdbserver``) if the VM started without one."""
         if self.gdb_port is None:
             port = free_port()
-            self.qmp("human-monitor-command", command_line=f"gdbserver tcp:127.0.0.1:{port}")
+            self.qmp("human-monitor-command",
+                     **{"command-line": f"gdbserver tcp:127.0.0.1:{port}"})
             self.gdb_port = port
             self.gdb = True
         return self.gdb_port
@@ -461,9 +516,19 @@ class LabVM:
         if self._qmp is None:
             self._health()
             assert self._tmp is not None
-            self._qmp = QEMUMonitorProtocol(str(self._tmp / "qmp.sock"))
-            self._qmp.connect()
-            self._qmp.settimeout(timeout)
+            qmp = QEMUMonitorProtocol(str(self._tmp / "qmp.sock"))
+            deadline = time.monotonic() + timeout
+            while True:      # QEMU creates the socket while it starts
+                try:
+                    qmp.connect()
+                    break
+                except Exception:   # qemu.qmp wraps the OSError in its ConnectError
+                    self._health()
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
+            qmp.settimeout(timeout)
+            self._qmp = qmp
         reply = self._qmp.cmd_raw(command, args or None)
         if "error" in reply:
             raise VMError(f"QMP {command} failed: {reply['error'].get('desc')}",

@@ -9,6 +9,10 @@
  *   host -> guest  "VMXQ" u32 id, u32 type, u32 cmd_len, u32 in_len, cmd, stdin
  *   guest -> host  "VMXA" u32 id, u32 type, u32 len, data
  *
+ * REQ_RESUMED comes after the host restored a saved guest: it carries the
+ * host's wall clock and fresh randomness, so that a restored guest neither
+ * believes it is still the moment it was saved nor repeats its random numbers.
+ *
  * Several commands may run at once (a debugger may stop the guest while one
  * runs); each runs as "sh -c CMD" in its own session so it can be killed as a
  * group. Integers are little-endian (x86).
@@ -22,13 +26,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
-enum { REQ_RUN = 1, REQ_KILL = 2, REQ_PING = 3 };
+enum { REQ_RUN = 1, REQ_KILL = 2, REQ_PING = 3, REQ_RESUMED = 4 };
 enum { REP_STDOUT = 1, REP_STDERR = 2, REP_EXIT = 3, REP_PONG = 4,
        REP_READY = 5, REP_ERROR = 6 };
 
@@ -97,7 +105,6 @@ static void on_sigchld(int sig)
 static void start_job(uint32_t id, const char *cmd, const char *in, uint32_t in_len)
 {
 	int out[2], err[2], slot;
-	char inpath[64];
 	int infd;
 	pid_t pid;
 
@@ -108,16 +115,18 @@ static void start_job(uint32_t id, const char *cmd, const char *in, uint32_t in_
 		reply(id, REP_ERROR, "too many commands at once", 25);
 		return;
 	}
-	/* stdin comes from a file: no pipe to keep fed while the command runs */
-	snprintf(inpath, sizeof(inpath), "/tmp/.vmexit-stdin-%u", id);
-	infd = open(inpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/*
+	 * stdin comes from a memory file: nothing to keep fed while the command
+	 * runs, and no open() of our own that a breakpoint on the open path of
+	 * the command under study would catch first.
+	 */
+	infd = memfd_create("vmexit-stdin", MFD_CLOEXEC);
 	if (infd < 0 || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
 		reply(id, REP_ERROR, "cannot set up pipes", 19);
 		return;
 	}
 	write_all(infd, in, in_len);
 	lseek(infd, 0, SEEK_SET);
-	unlink(inpath);
 
 	pid = fork();
 	if (pid == 0) {
@@ -205,6 +214,43 @@ static void reap(void)
 	}
 }
 
+/* payload: s64 seconds, s64 nanoseconds (CLOCK_REALTIME), then random bytes */
+static void resumed(uint32_t id, const char *data, uint32_t len)
+{
+	struct {
+		struct rand_pool_info info;
+		char bytes[256];
+	} seed;
+	struct timespec now;
+	int64_t t[2];
+	int fd;
+
+	if (len < sizeof(t) || len - sizeof(t) > sizeof(seed.bytes)) {
+		reply(id, REP_ERROR, "bad resume payload", 18);
+		return;
+	}
+	memcpy(t, data, sizeof(t));
+	now.tv_sec = t[0];
+	now.tv_nsec = t[1];
+	if (clock_settime(CLOCK_REALTIME, &now)) {
+		reply(id, REP_ERROR, "clock_settime failed", 20);
+		return;
+	}
+	seed.info.buf_size = len - sizeof(t);
+	seed.info.entropy_count = seed.info.buf_size * 8;
+	memcpy(seed.bytes, data + sizeof(t), seed.info.buf_size);
+	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	/* credit the host's bytes, then make the CRNG use them now, not at its next reseed */
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, &seed) || ioctl(fd, RNDRESEEDCRNG)) {
+		if (fd >= 0)
+			close(fd);
+		reply(id, REP_ERROR, "reseeding the random pool failed", 32);
+		return;
+	}
+	close(fd);
+	reply(id, REP_PONG, "", 0);
+}
+
 static void handle_request(uint32_t id, uint32_t type, char *cmd, uint32_t cmd_len,
 			   char *in, uint32_t in_len)
 {
@@ -222,6 +268,9 @@ static void handle_request(uint32_t id, uint32_t type, char *cmd, uint32_t cmd_l
 		break;
 	case REQ_PING:
 		reply(id, REP_PONG, cmd, cmd_len);
+		break;
+	case REQ_RESUMED:
+		resumed(id, in, in_len);
 		break;
 	default:
 		reply(id, REP_ERROR, "unknown request", 15);
