@@ -10,6 +10,7 @@ import glob
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 
 from .build import initramfs, kernel
@@ -17,13 +18,32 @@ from .machine import LabVM
 
 
 def _median_boot(boots: int) -> tuple[float, str]:
+    """Cold boots: QEMU start to the agent's first answer."""
     times = []
     accel = "?"
     for _ in range(boots):
-        with LabVM() as vm:
-            times.append(vm.boot_time)
+        start = time.monotonic()
+        with LabVM(cold_boot=True) as vm:
+            vm.ping()
+            times.append(time.monotonic() - start)
             accel = vm.accel
     return statistics.median(times), accel
+
+
+def _median_restore(restores: int) -> float:
+    """Restores from the saved state, share mounted: QEMU start to the first answered command."""
+    with tempfile.TemporaryDirectory() as share:
+        with LabVM(share=share):          # makes sure the state for this configuration exists
+            pass
+        times = []
+        for _ in range(restores):
+            start = time.monotonic()
+            with LabVM(share=share) as vm:
+                vm.run("true", timeout=30)
+                times.append(time.monotonic() - start)
+                if not vm.restored:
+                    raise RuntimeError(f"expected a restore: {vm.restore_failure}")
+    return statistics.median(times)
 
 
 def _median_roundtrip(count: int) -> tuple[float, float]:
@@ -99,6 +119,9 @@ def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
     figures["accel"] = accel
     figures["boot_to_ready_s"] = round(boot, 3)
     figures["boots"] = boots
+    restore = _median_restore(max(10, boots))
+    figures["restore_to_ready_s"] = round(restore, 3)
+    figures["boot_vs_restore_ratio"] = round(boot / restore, 1)
     run_s, ping_s = _median_roundtrip(roundtrips)
     figures["run_roundtrip_ms"] = round(run_s * 1000, 2)
     figures["ping_roundtrip_ms"] = round(ping_s * 1000, 2)
@@ -108,4 +131,5 @@ def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
     figures["virtme_ng_note"] = note
     # vng's figure is a boot plus one command, so ours is too.
     figures["virtme_ng_ratio"] = round(peer / (boot + run_s), 1) if peer else None
+    figures["virtme_ng_vs_restore_ratio"] = round(peer / restore, 1) if peer else None
     return figures

@@ -41,6 +41,32 @@ def cmd_shell(args) -> int:
     return vm.interactive()
 
 
+def cmd_gdb(args) -> int:
+    """Boot, then hand the terminal to gdb attached to the guest (same set-up as Debugger)."""
+    import signal
+    import subprocess
+
+    from .debug import gdb_init_args
+    from .gdbenv import gdb_environment
+    from .machine import LabVM
+
+    with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
+               devices=args.device, cold_boot=args.cold) as vm:
+        cmd = ["gdb", *gdb_init_args(vm.kernel), "-ex",
+               f"target remote 127.0.0.1:{vm.enable_gdbstub()}"]
+        if args.share:
+            cmd += ["-ex", f"lx-symbols {vm.share}"]
+        cmd.append(str(vm.kernel.vmlinux))
+        print("lab-vm: the guest's commands: `lab-vm run` in another terminal is a separate VM; "
+              "leave gdb with `quit` (the VM stops with it).", file=sys.stderr)
+        # Ctrl-C belongs to gdb (it interrupts the guest), not to us: ignore it while gdb runs.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return subprocess.run(cmd, env=gdb_environment()).returncode
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
 def cmd_module(args) -> int:
     from .modules import build_module
 
@@ -109,6 +135,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shell", help="boot and open the guest console (leave with reboot -f)")
     vm_options(p)
     p.set_defaults(func=cmd_shell)
+
+    p = sub.add_parser("gdb", help="boot and open an interactive gdb on the guest kernel "
+                       "(lx-* scripts loaded)")
+    vm_options(p)
+    p.set_defaults(func=cmd_gdb)
 
     p = sub.add_parser("module", help="build an out-of-tree module directory against the "
                        "lab kernel")

@@ -30,6 +30,17 @@ TERMINAL = paths.PACKAGE_DIR / "gdb_terminal.py"
 GDB_SIDE = paths.PACKAGE_DIR / "gdb_side.py"
 
 
+def gdb_init_args(kernel) -> list[str]:
+    """gdb options both the scripted and the interactive debugger start with.
+
+    The auto-load safe path lets gdb load ``vmlinux-gdb.py`` (the kernel's lx-*
+    commands) from the build tree as it reads vmlinux.
+    """
+    return ["-nx", "-iex", f"add-auto-load-safe-path {kernel.tree}",
+            "-iex", "set pagination off", "-iex", "set confirm off",
+            "-ex", "set breakpoint pending off", "-ex", f"source {GDB_SIDE}"]
+
+
 class Stop(dict):
     """Where the guest stopped: ``function``, ``file``, ``line``, ``pc``, ``breakpoint``."""
 
@@ -45,6 +56,7 @@ class Debugger:
         self._breakpoints: list[Any] = []
         self.attach_time: float | None = None
         self._closed = False
+        self._running = False     # the guest runs (gdb is in "continue &")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> "Debugger":
@@ -60,20 +72,13 @@ class Debugger:
 
         start = time.monotonic()
         port = self.vm.enable_gdbstub()
-        tree = self.vm.kernel.tree
         # pwntools runs context.terminal + [script]; ours keeps gdb's stdin open.
         with context.local(terminal=[sys.executable, str(TERMINAL)], log_level="error"):
-            gdb_args = ["-nx", "-iex", f"add-auto-load-safe-path {tree}",
-                        "-iex", "set pagination off", "-iex", "set confirm off"]
-            script = "\n".join([
-                "set breakpoint pending off",
-                "set print pretty off",
-                f"source {GDB_SIDE}",
-            ])
             try:
-                self._pid, self._gdb = pwngdb.attach(("127.0.0.1", port), gdbscript=script,
+                self._pid, self._gdb = pwngdb.attach(("127.0.0.1", port), gdbscript="",
                                                     exe=str(self.vm.kernel.vmlinux),
-                                                    gdb_args=gdb_args, api=True)
+                                                    gdb_args=gdb_init_args(self.vm.kernel),
+                                                    api=True)
             except Exception as exc:   # pwntools reports through its own exception types
                 self.close()
                 raise DebuggerError(f"gdb could not attach to the guest: {exc}") from exc
@@ -88,21 +93,29 @@ class Debugger:
         LOG.info("gdb attached in %.2f s", self.attach_time)
 
     def close(self) -> None:
-        """Delete our breakpoints, let the guest run on, end gdb. Safe to call twice."""
+        """Stop the guest if it runs, delete our breakpoints, detach, end gdb; the guest runs on.
+
+        Safe to call twice. If gdb died, the gdbstub may have left the guest paused
+        (it stops the VM when a debugger connects): resume it over QMP.
+        """
         if self._closed:
             return
         self._closed = True
         try:
             if self._gdb is not None and self._alive():
+                if self._running:
+                    self._try(lambda: self.interrupt(timeout=5))
                 for bp in self._breakpoints:
                     self._try(bp.delete)
-                self._try(lambda: self.execute("detach"))
+                # detach removes every breakpoint from the gdbstub and lets the guest go on
+                self._try(lambda: self._gdb.execute("detach", to_string=True))
                 self._try(self._gdb.quit)
         finally:
             if self._gdb is not None:
                 self._try(self._gdb.conn.close)
             if self._pid is not None:
                 _kill(self._pid)
+            self._try(self.vm.resume_if_paused)
             self.vm._debugger_closed(self)
 
     def _alive(self) -> bool:
@@ -183,9 +196,16 @@ class Debugger:
         self._check()
         try:
             bp = self._gdb.Breakpoint(location, temporary=temporary)
+            pending = bp.pending
         except Exception as exc:
             raise DebuggerError(f"cannot break at {location!r}: {_gdb_message(exc)}",
                                 command=location) from exc
+        if pending:
+            # gdb's Python API makes a pending breakpoint whatever "breakpoint pending" says.
+            self._try(bp.delete)
+            raise DebuggerError(f"cannot break at {location!r}: no such function or line in "
+                                "the kernel (for a module: load it, then load_module_symbols)",
+                                command=location)
         self._breakpoints.append(bp)
         return bp
 
@@ -208,9 +228,7 @@ class Debugger:
 
     def cont(self, timeout: float = 30.0) -> Stop:
         """Let the guest run until it stops (a breakpoint, a watchpoint); return where."""
-        self._check()
-        self._gdb.stopped.clear()
-        self.execute("continue &")
+        self.resume()
         try:
             self._wait_until(self._gdb.stopped.is_set, timeout,
                              f"the guest did not stop within {timeout:g} s")
@@ -218,6 +236,7 @@ class Debugger:
             self.interrupt()
             raise
         self._gdb.stopped.clear()
+        self._running = False
         return self.where()
 
     def resume(self) -> None:
@@ -225,6 +244,7 @@ class Debugger:
         self._check()
         self._gdb.stopped.clear()
         self.execute("continue &")
+        self._running = True
 
     def interrupt(self, timeout: float = 10.0) -> Stop:
         """Stop a running guest."""
@@ -233,6 +253,7 @@ class Debugger:
         self.execute("interrupt")
         self._wait_until(self._gdb.stopped.is_set, timeout, "the guest did not stop")
         self._gdb.stopped.clear()
+        self._running = False
         return self.where()
 
     def where(self) -> Stop:

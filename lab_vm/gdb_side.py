@@ -118,7 +118,11 @@ class Sampler(gdb.Breakpoint):
 
 
 def sampler_start(spec, expressions, count):
-    return Sampler(spec, expressions, count).number
+    sampler = Sampler(spec, expressions, count)
+    if sampler.pending:     # the Python API makes pending breakpoints regardless of settings
+        Sampler.active.pop(sampler.number).delete()
+        raise gdb.GdbError("no such function or line: %s" % spec)
+    return sampler.number
 
 
 def sampler_take(number):

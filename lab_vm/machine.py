@@ -449,6 +449,10 @@ class LabVM:
         args = " ".join(shlex.quote(p) for p in params)
         return self.run(f"insmod {shlex.quote(path)} {args}", timeout=timeout, check=True)
 
+    def modprobe(self, name: str, *params: str, timeout: float = 30.0) -> Result:
+        """Load one of the lab kernel's own modules (e.g. ``brd``, ``null_blk``) by name."""
+        return self.insmod(self.kernel.module_path(name), *params, timeout=timeout)
+
     def rmmod(self, name: str, *, timeout: float = 30.0) -> Result:
         return self.run(f"rmmod {shlex.quote(name)}", timeout=timeout, check=True)
 
@@ -478,6 +482,11 @@ class LabVM:
     def _debugger_closed(self, dbg) -> None:
         if dbg in self._debuggers:
             self._debuggers.remove(dbg)
+
+    def resume_if_paused(self) -> None:
+        """Let a guest that a debugger left stopped run again (QMP ``cont``)."""
+        if self.running and self.qmp("query-status")["status"] in ("paused", "debug"):
+            self.qmp("cont")
 
     def check_health(self) -> None:
         """Raise GuestPanic or QEMUExited if the guest panicked or QEMU is gone."""
@@ -529,7 +538,11 @@ class LabVM:
                     time.sleep(0.005)
             qmp.settimeout(timeout)
             self._qmp = qmp
-        reply = self._qmp.cmd_raw(command, args or None)
+        try:
+            reply = self._qmp.cmd_raw(command, args or None)
+        except Exception as exc:     # the library's own errors: say what it means here
+            self._health()           # QEMU died: QEMUExited (with its log) says more
+            raise VMError(f"QMP {command} failed: {exc!r}", command=command) from exc
         if "error" in reply:
             raise VMError(f"QMP {command} failed: {reply['error'].get('desc')}",
                           command=command)

@@ -1,7 +1,10 @@
 """Fixtures for the vmexit test-suite: a real lab VM, and a check that none outlives the suite."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,18 +16,40 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 
-def qemu_processes(marker: str = "vmexit-") -> list[str]:
-    """Command lines of running QEMUs whose files live in a lab_vm temporary directory."""
+# Every VM the suite starts (also from subprocesses, which inherit TMPDIR) keeps its sockets
+# and logs under this directory, so its QEMU command line names it: that is how the suite
+# tells its own QEMUs from anybody else's on the machine.
+SUITE_TMP = tempfile.mkdtemp(prefix="vmexit-suite-")
+os.environ["TMPDIR"] = SUITE_TMP
+tempfile.tempdir = None
+
+
+def qemu_processes(marker: str = SUITE_TMP) -> list[str]:
+    """Command lines of running QEMUs whose files live under ``marker``."""
     out = subprocess.run(["pgrep", "-a", "-f", "qemu-system"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if marker in line]
 
 
+def suite_processes(name: str) -> list[str]:
+    """Processes called ``name`` started by this suite (they inherited its TMPDIR)."""
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    found = []
+    for pid in out.stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"TMPDIR={SUITE_TMP}".encode() in environ:
+            found.append(pid)
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_stray_qemu():
-    before = set(qemu_processes())
+def no_stray_qemu_or_gdb():
     yield
-    left = [p for p in qemu_processes() if p not in before]
-    assert not left, f"the suite left QEMU running: {left}"
+    left = qemu_processes() + suite_processes("gdb")
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)
+    assert not left, f"the suite left QEMU or gdb running: {left}"
 
 
 @pytest.fixture(scope="session")

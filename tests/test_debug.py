@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 
 import pytest
 
@@ -12,12 +11,7 @@ from lab_vm.errors import DebuggerError
 from lab_vm.machine import LabVM
 from lab_vm.modules import build_module
 
-from conftest import TESTS
-
-
-def gdb_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-a", "-x", "gdb"], capture_output=True, text=True)
-    return out.stdout.splitlines()
+from conftest import TESTS, suite_processes
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +20,10 @@ def dvm(built):
         yield vm
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def no_stray_gdb():
-    before = set(gdb_processes())
     yield
-    assert set(gdb_processes()) <= before, "a gdb outlived its Debugger"
+    assert suite_processes("gdb") == [], "a gdb outlived its Debugger"
 
 
 def test_break_in_openat_shows_syscall_path_and_comm(dvm):
@@ -92,6 +85,8 @@ def test_bad_symbol_and_bad_expression_raise(dvm):
             dbg.break_at("no_such_function_xyz")
         with pytest.raises(DebuggerError, match="cannot evaluate"):
             dbg.evaluate("no_such_variable_xyz + 1")
+        with pytest.raises(DebuggerError, match="cannot sample"):
+            dbg.sample("no_such_function_xyz", count=1, timeout=5)
 
 
 def test_killed_gdb_raises_and_leaves_nothing(dvm):

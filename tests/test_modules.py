@@ -34,3 +34,9 @@ def test_compile_error_is_reported_with_file_and_line(module_copy):
     errors = info.value.errors
     assert errors and "broken.c:7" in errors[0] and "undeclared_variable" in errors[0]
     assert "broken.c:7" in str(info.value)
+
+
+def test_kernel_own_module_loads_by_name(vm):
+    vm.modprobe("brd", "rd_nr=1", "rd_size=1024")
+    assert vm.run("cat /sys/block/ram0/size", timeout=30).text.strip() == "2048"
+    vm.rmmod("brd")

@@ -45,7 +45,7 @@ def test_check_raises_with_command_status_and_output(vm):
 
 def test_megabyte_of_binary_output_arrives_intact_while_kernel_prints(vm):
     data = bytes(range(256)) * 4096          # 1 MiB, every byte value, not UTF-8
-    noise = vm.start("i=0; while [ $i -lt 400 ]; do echo vmexit-noise-$i > /dev/kmsg; "
+    noise = vm.start("i=0; while [ $i -lt 400 ]; do echo \"<2>vmexit-noise-$i\" > /dev/kmsg; "
                      "i=$((i+1)); done")
     result = vm.run("cat", input=data, timeout=60)
     noise.wait(timeout=60)

@@ -25,7 +25,7 @@ LOG = logging.getLogger(__name__)
 SOURCE_PACKAGE = "linux-source-6.1"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 # Bump when the build recipe changes in a way that changes the result.
-RECIPE = "kernel-recipe-1"
+RECIPE = "kernel-recipe-2"
 BUILD_TIMEOUT = 3600.0
 
 
@@ -51,6 +51,15 @@ class Kernel:
     @property
     def gdb_script(self) -> Path:
         return self.tree / "vmlinux-gdb.py"
+
+    def module_path(self, name: str) -> Path:
+        """The built .ko of one of the kernel's own modules (CONFIG_...=m)."""
+        for line in (self.tree / "modules.order").read_text().split():
+            rel = Path(line).with_suffix(".ko")
+            if rel.stem == name.replace("-", "_") and (self.tree / rel).exists():
+                return self.tree / rel
+        raise MissingArtifact(f"the lab kernel has no module {name!r} (is it =m in a "
+                              "fragment of lab_vm/kconfig?)")
 
     @property
     def release(self) -> str:
@@ -157,6 +166,9 @@ def build_kernel(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
                                missing)
         make("all", "scripts_gdb", label="kernel: make")
         kernel = Kernel(tree, ent.key)
+        # A symbol index in vmlinux makes gdb start in 0.5 s instead of 1.5 s (every attach).
+        run_logged(["gdb-add-index", str(kernel.vmlinux)], cwd=tree, log_path=log,
+                   label="kernel: gdb index", timeout=300, stream=stream)
         for artifact in (kernel.vmlinux, kernel.bzimage, kernel.gdb_script):
             if not artifact.exists():
                 raise BuildError(f"kernel build finished but {artifact} is missing")

@@ -1,0 +1,40 @@
+"""The lab-vm command line: doctor and help (the VM commands are tested in test_vm.py)."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def lab_vm(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lab_vm.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def test_doctor_reports_every_check_as_ok_here(built):
+    proc = lab_vm("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert {"debian packages", "lab kernel", "initramfs", "gdb python rpyc", "kvm"} <= set(checks)
+    bad = {name: c["detail"] for name, c in checks.items() if not c["ok"]}
+    assert not bad and proc.returncode == 0, bad
+    # the KVM verdict always says which accelerator and why
+    assert checks["kvm"]["detail"].split(":")[0] in ("kvm", "tcg") or "not usable" in \
+        checks["kvm"]["detail"]
+
+
+def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
+    env_cache = {"VMEXIT_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "doctor"], capture_output=True,
+                          text=True, timeout=300, cwd=REPO,
+                          env={**__import__("os").environ, **env_cache})
+    assert proc.returncode == 1
+    assert "BAD  lab kernel" in proc.stdout and "fix: lab-vm build" in proc.stdout
+
+
+def test_every_command_has_help():
+    from lab_vm.cli import make_parser
+
+    parser = make_parser()
+    sub = next(a for a in parser._actions if a.dest == "cmd")
+    for name, p in sub.choices.items():
+        assert p.format_help().startswith("usage: lab-vm " + name), name
