@@ -100,6 +100,7 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40) -> dict:
                 dbg.evaluate("count")
             naive = naive_hits / (time.monotonic() - start)
             dbg.delete(bp)
+        figures["plain_gdb_hits_per_s"] = round(_plain_gdb_rate(vm, samples), 1)
         load.kill()
     figures["accel"] = vm.accel
     figures["sample_hits_per_s"] = round(bulk, 1)
@@ -108,6 +109,21 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40) -> dict:
     figures["samples"] = samples
     figures["naive_hits"] = naive_hits
     return figures
+
+
+def _plain_gdb_rate(vm, samples: int) -> float:
+    """The same bulk sampling in a plain batch gdb (no pwntools bridge): the ceiling."""
+    from .debug import gdb_init_args
+
+    script = (f"import time; n = sampler_start('ksys_read', ['count'], {samples}); "
+              "t = time.monotonic(); gdb.execute('continue'); "
+              "print('RATE', len(Sampler.active[n].records) / (time.monotonic() - t))")
+    cmd = ["gdb", "-batch", *gdb_init_args(vm.kernel), "-ex",
+           f"target remote 127.0.0.1:{vm.enable_gdbstub()}", "-ex", f"python {script}",
+           "-ex", "detach", str(vm.kernel.vmlinux)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         stdin=subprocess.DEVNULL).stdout
+    return float(out.split("RATE", 1)[1].split()[0])
 
 
 def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:

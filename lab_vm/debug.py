@@ -26,6 +26,8 @@ from .errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 30.0
+BRIDGE_SERVE_S = 0.002    # how long the bridge may hold gdb's main thread per round ...
+BRIDGE_IDLE_S = 0.02      # ... and how long it leaves gdb alone between rounds
 TERMINAL = paths.PACKAGE_DIR / "gdb_terminal.py"
 GDB_SIDE = paths.PACKAGE_DIR / "gdb_side.py"
 
@@ -85,6 +87,11 @@ class Debugger:
         try:
             self._wait_until(lambda: self._try(lambda: self.execute("info program")),
                              self.timeout, "gdb did not finish loading vmlinux")
+            # pwntools' bridge serves our requests *on gdb's main thread* for 0.1 s out of
+            # every 0.2 s, and gdb handles no breakpoint meanwhile: bulk sampling ran at 18
+            # hits/s. Short windows keep gdb free; requests wait at most ~25 ms.
+            self.execute(f"python GdbConnection.SERVE_TIME = {BRIDGE_SERVE_S}; "
+                         f"GdbConnection.IDLE_TIME = {BRIDGE_IDLE_S}")
             self.execute("lx-version")   # fails loudly if the kernel's gdb scripts are missing
         except BaseException:
             self.close()
@@ -269,7 +276,12 @@ class Debugger:
                 raise DebuggerError("gdb exited while waiting")
             if time.monotonic() > deadline:
                 raise GuestTimeout(message, output=self.vm.console_log)
-            time.sleep(0.002)
+            # Serve gdb's callbacks (the stop event) here instead of leaving them to
+            # pwntools' background thread, which looks only every 0.1 s.
+            try:
+                self._gdb.conn.serve(0.002)
+            except Exception:   # closed connection: the liveness check above will say so
+                time.sleep(0.002)
 
     # -- bulk sampling --------------------------------------------------------------------
     def sample(self, location: str, expressions: Sequence[str] = (), *, count: int = 100,
