@@ -92,7 +92,9 @@ class Debugger:
             # hits/s. Short windows keep gdb free; requests wait at most ~25 ms.
             self.execute(f"python GdbConnection.SERVE_TIME = {BRIDGE_SERVE_S}; "
                          f"GdbConnection.IDLE_TIME = {BRIDGE_IDLE_S}")
-            self.execute("lx-version")   # fails loudly if the kernel's gdb scripts are missing
+            # Fails loudly if the kernel's gdb scripts did not load (and, unlike running
+            # lx-version, works before the kernel is in memory: gdb_wait, replays).
+            self.execute("help lx-version")
         except BaseException:
             self.close()
             raise
