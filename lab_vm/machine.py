@@ -34,6 +34,7 @@ from .build.initramfs import Initramfs, find_initramfs
 from .build.kernel import Kernel, find_kernel
 from .build.tsc import host_tsc_khz
 from .channel import DEFAULT_MAX_OUTPUT, Channel, Job, Result
+from .qmp import QMPConnection, QMPError
 from .trace import Trace, parse as parse_trace
 from .errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, QEMUExited,
                      VMError)
@@ -60,6 +61,15 @@ def _shutdown_all() -> None:
     """A VM still running when the interpreter exits (uncaught exception, sys.exit) is ended."""
     for vm in list(_LIVE):
         vm.shutdown(timeout=3)
+
+
+def _socket_dir(name: str) -> Path:
+    """A fresh directory for the VM's sockets and logs, short enough for AF_UNIX paths."""
+    path = Path(tempfile.mkdtemp(prefix=f"vmexit-{name}-"))
+    if len(str(path / "agent.sock")) > 100:      # sun_path holds 108 bytes
+        path.rmdir()
+        path = Path(tempfile.mkdtemp(prefix=f"vmexit-{name}-", dir="/tmp"))
+    return path
 
 
 def free_port() -> int:
@@ -161,13 +171,34 @@ class LabVM:
         if self.share is not None:
             cmd += ["-virtfs", f"local,path={self.share},mount_tag={SHARE_TAG},"
                                "security_model=none,id=share"]
-        for dev in self.devices:
+        for dev in self._boot_devices():
             cmd += ["-device", dev]
         if self.gdb:
             cmd += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
             if self.gdb_wait:
                 cmd += ["-S"]
         return cmd + self.qemu_args
+
+    def _hotplugged(self) -> bool:
+        """Whether the extra devices are plugged in after start instead of given to QEMU.
+
+        A saved state holds nothing of a device without migration support (QEMU's
+        edu has none): restored, its PCI config space is blank while the guest
+        believes its BAR is mapped, and every MMIO read gives 0. So a VM that may
+        restore starts without its extra devices and plugs them in once running;
+        a PCI rescan in the guest then finds and maps them like new hardware.
+        """
+        return bool(self.devices) and not self.cold_boot and not self.gdb_wait
+
+    def _boot_devices(self) -> list[str]:
+        return [] if self._hotplugged() else list(self.devices)
+
+    def _plug_devices(self, timeout: float) -> None:
+        for i, spec in enumerate(self.devices):
+            driver, *props = spec.split(",")
+            self.qmp("device_add", timeout=timeout, driver=driver, id=f"vmexit-dev{i}",
+                     **dict(p.split("=", 1) for p in props))
+        self.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)
 
     def kernel_cmdline(self) -> str:
         parts = [BASE_CMDLINE]
@@ -196,7 +227,7 @@ class LabVM:
         self.accel, self.accel_reason = (accel_mod.choose(self.kernel, self.initramfs)
                                          if self.accel_requested == "auto"
                                          else (self.accel_requested, "asked for"))
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"vmexit-{self.name}-"))
+        self._tmp = _socket_dir(self.name)
         try:
             return subprocess.run(self.command_line()).returncode
         finally:
@@ -221,7 +252,7 @@ class LabVM:
         else:
             self.accel, self.accel_reason = self.accel_requested, "asked for"
         LOG.info("%s: accelerator %s (%s)", self.name, self.accel, self.accel_reason)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"vmexit-{self.name}-"))
+        self._tmp = _socket_dir(self.name)
         if self.gdb:
             self.gdb_port = free_port()
         saved = None
@@ -239,6 +270,8 @@ class LabVM:
                     state.save(self, saved)
                 except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
                     LOG.warning("%s: could not save the guest state: %s", self.name, exc)
+        if self._hotplugged():
+            self._plug_devices(max(1.0, deadline - time.monotonic()))
         self.boot_time = time.monotonic() - start
         LOG.info("%s: ready in %.3f s (%s)", self.name, self.boot_time,
                  "restored" if self.restored else "cold boot")
@@ -359,6 +392,13 @@ class LabVM:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def qemu_pid(self) -> int:
+        """The QEMU process's id (for host tools such as gdb on QEMU: lab_vm.qemudebug)."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise VMError("QEMU is not running")
+        return self._proc.pid
 
     @property
     def console_log(self) -> str:
@@ -520,30 +560,18 @@ class LabVM:
     # -- QMP ---------------------------------------------------------------------------------
     def qmp(self, command: str, timeout: float = 10.0, **args):
         """Send one QMP command (through the qemu.qmp library) and return its result."""
-        from qemu.qmp.legacy import QEMUMonitorProtocol
-
         if self._qmp is None:
             self._health()
             assert self._tmp is not None
-            qmp = QEMUMonitorProtocol(str(self._tmp / "qmp.sock"))
-            deadline = time.monotonic() + timeout
-            while True:      # QEMU creates the socket while it starts
-                try:
-                    qmp.connect()
-                    break
-                except Exception:   # qemu.qmp wraps the OSError in its ConnectError
-                    self._health()
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.005)
-            qmp.settimeout(timeout)
+            qmp = QMPConnection(self.name)
+            try:
+                qmp.connect(str(self._tmp / "qmp.sock"), timeout, alive=self._health)
+            except BaseException:
+                qmp.close()
+                raise
             self._qmp = qmp
         try:
-            reply = self._qmp.cmd_raw(command, args or None)
-        except Exception as exc:     # the library's own errors: say what it means here
+            return self._qmp.execute(command, args or None, timeout)
+        except QMPError as exc:
             self._health()           # QEMU died: QEMUExited (with its log) says more
-            raise VMError(f"QMP {command} failed: {exc!r}", command=command) from exc
-        if "error" in reply:
-            raise VMError(f"QMP {command} failed: {reply['error'].get('desc')}",
-                          command=command)
-        return reply.get("return")
+            raise VMError(f"QMP {command} failed: {exc}", command=command) from exc

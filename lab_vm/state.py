@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 from . import paths
@@ -30,7 +31,7 @@ def key(vm) -> str:
     st = os.stat(qemu_path)
     return cache.digest(RECIPE, vm.kernel.key, vm.initramfs.key, qemu_version(vm.qemu),
                         qemu_path, st.st_size, st.st_mtime_ns, vm.accel, vm.memory, vm.cpus,
-                        vm.firmware, vm.share is not None, *vm.devices, *vm.qemu_args,
+                        vm.firmware, vm.share is not None, *vm._boot_devices(), *vm.qemu_args,
                         vm.kernel_cmdline())
 
 
@@ -55,7 +56,8 @@ def save(vm, target: Path, timeout: float = 60.0) -> float:
     """
     start = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    # unique per writer: two threads or processes may first-boot the same configuration
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
     vm.qmp("migrate", uri=f"exec:cat > {partial}")
     try:
         deadline = start + timeout
