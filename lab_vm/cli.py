@@ -12,6 +12,20 @@ from .errors import LabVMError
 def cmd_build(args) -> int:
     from .build import initramfs, kernel
 
+    if args.what == "qemu-debug":
+        import subprocess
+
+        from . import paths
+        from .build import qemu
+
+        # deb-src entry + build deps (root, apt): a script, so that it can be read first
+        setup = paths.PACKAGE_DIR.parent / "scripts" / "setup-qemu-debug"
+        if setup.exists() and subprocess.run([str(setup)], timeout=1800).returncode != 0:
+            return 1
+        q = qemu.build_qemu_debug(jobs=args.jobs, force=args.force)
+        print(f"qemu-debug {q.version}  {q.binary}")
+        print(f"run with   LabVM(qemu={str(q.binary)!r}, qemu_args={q.qemu_args!r})")
+        return 0
     k = kernel.build_kernel(jobs=args.jobs, force=args.force)
     i = initramfs.build_initramfs(force=args.force)
     print(f"kernel    {k.release}  {k.tree}")
@@ -78,6 +92,23 @@ def cmd_module(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Build the working copy, run the lab's tests in a fresh VM; exit 0 only with full marks."""
+    from pathlib import Path
+
+    from .grading.lab import load_lab
+    from .grading.results import format_report
+    from .grading.runner import check
+
+    lab = load_lab(args.lab)
+    tree = Path(args.dir) if args.dir else lab.default_workdir()
+    print(f"lab-vm check: {lab.name}: building {tree} and running the "
+          f"{'public and hidden' if args.hidden else 'public'} tests", file=sys.stderr)
+    report = check(lab, tree, hidden=args.hidden)
+    print(format_report(report))
+    return 0 if report.full_marks else 1
+
+
 def cmd_doctor(args) -> int:
     from .doctor import run_doctor
 
@@ -120,7 +151,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("build", help="build (or reuse) the lab kernel and initramfs")
+    p = sub.add_parser("build", help="build (or reuse) the lab kernel and initramfs, or the "
+                       "debug QEMU")
+    p.add_argument("what", nargs="?", default="kernel", choices=["kernel", "qemu-debug"],
+                   help="kernel: the lab kernel and initramfs (default); qemu-debug: "
+                   "Debian's QEMU built with debug info, for gdb on QEMU itself")
     p.add_argument("--jobs", "-j", type=int, help="parallel make jobs (default: cores + 1)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(func=cmd_build)
@@ -145,6 +180,14 @@ def make_parser() -> argparse.ArgumentParser:
                        "lab kernel")
     p.add_argument("directory")
     p.set_defaults(func=cmd_module)
+
+    p = sub.add_parser("check", help="build a lab's working copy, run its tests in the VM, "
+                       "print the points; exits 0 only with full marks")
+    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
+    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
+                   "sources, else its skeleton/)")
+    p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
     p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb"],
