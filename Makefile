@@ -8,7 +8,20 @@ test: setup
 	.venv/bin/pytest -q -ra tests
 
 book: setup
-	@echo "The book arrives with its own issue; the lab VM is built and ready (try: .venv/bin/lab-vm run -- uname -a)."
+	scripts/build-book
 
+# The built book on http://127.0.0.1:8000/ (another port: make serve PORT=8080).
+.PHONY: serve
+serve:
+	@test -f book/_build/html/index.html || $(MAKE) book
+	.venv/bin/python -m http.server --bind 127.0.0.1 --directory book/_build/html $${PORT:-8000}
+
+# JupyterLab from the venv on the interactive workbooks; open the URL it prints.
+lab: setup
+	.venv/bin/jupyter lab --no-browser --ServerApp.root_dir=notebooks $$([ $$(id -u) = 0 ] && echo --allow-root)
+
+# Benchmarks print figures (they are never timed tests); the peer virtme-ng is measured in the same run.
 bench: setup
-	.venv/bin/lab-vm bench --json
+	scripts/setup-bench-peers
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/lab-vm bench --json
+	.venv/bin/lab-vm bench gdb --json
