@@ -24,3 +24,19 @@ def test_fragments_are_merged_in_a_fixed_order():
 def test_built_kernel_config_holds_every_fragment_line(built):
     k, _ = built
     assert missing_symbols(k.config.read_text(), fragments()) == []
+
+
+def test_prune_keeps_the_newest_complete_entries(tmp_path):
+    import os
+
+    from lab_vm.build import cache
+
+    for i, name in enumerate(["kernel-a", "kernel-b", "kernel-c"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / cache.STAMP).write_text("{}")
+        os.utime(tmp_path / name / cache.STAMP, (1000 + i, 1000 + i))
+    (tmp_path / "kernel-building").mkdir()          # no stamp: maybe being built now
+    removed = cache.prune("kernel", keep=2, root=tmp_path)
+    assert [p.name for p in removed] == ["kernel-a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel-b", "kernel-building",
+                                                          "kernel-c"]

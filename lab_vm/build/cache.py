@@ -81,3 +81,21 @@ class Entry:
                 yield self
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prune(kind: str, keep: int, root: Path | None = None) -> list[Path]:
+    """Delete all but the ``keep`` most recently completed entries of ``kind``.
+
+    Kernel trees are 2 GB each; without this every change of a config fragment
+    would leave one behind. Incomplete entries are left alone: one may be
+    building right now.
+    """
+    import shutil
+
+    base = root or paths.cache_dir()
+    done = sorted((p for p in base.glob(f"{kind}-*") if (p / STAMP).is_file()),
+                  key=lambda p: (p / STAMP).stat().st_mtime, reverse=True)
+    for old in done[keep:]:
+        LOG.info("pruning the old cache entry %s", old)
+        shutil.rmtree(old, ignore_errors=True)
+    return done[keep:]

@@ -174,6 +174,7 @@ def build_kernel(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
                 raise BuildError(f"kernel build finished but {artifact} is missing")
         ent.complete(source=_source_version(), release=kernel.release,
                      fragments=[f.name for f in frags], built=time.time())
+        cache.prune("kernel", keep=2)
         return kernel
 
 
