@@ -61,3 +61,24 @@ class Trace:
         """How many records per value of ``keys`` (e.g. ``count("event", "name")``)."""
         return Counter(tuple(r.get(k) for k in keys) if len(keys) > 1 else r.get(keys[0])
                        for r in self.records)
+
+    def by_region(self, thread: str = "any") -> Counter:
+        """Device accesses per region and direction, e.g. ``{("rtc", "read"): 11, ...}``.
+
+        Counts the ``memory_region_ops_read``/``_write`` records (others are left out).
+        Each carries ``cpu``: the index of the vCPU whose thread made the access (a guest
+        instruction touched the device), or -1 when QEMU made it from another thread (say
+        a device model raising an MSI from the main loop). ``thread`` picks: ``"any"``,
+        ``"vcpu"`` (cpu >= 0) or ``"other"`` (cpu -1).
+        """
+        if thread not in ("any", "vcpu", "other"):
+            raise ValueError(f"thread must be 'any', 'vcpu' or 'other', not {thread!r}")
+        counts: Counter = Counter()
+        for record in self.records:
+            event = record.get("event", "")
+            if not event.startswith("memory_region_ops_"):
+                continue
+            on_vcpu = record.get("cpu", 0) >= 0
+            if thread == "any" or on_vcpu == (thread == "vcpu"):
+                counts[(record.get("name"), event.rsplit("_", 1)[1])] += 1
+        return counts
