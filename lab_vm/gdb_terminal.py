@@ -33,7 +33,10 @@ def main() -> int:
 
     def stop(*_):
         gdb.kill()
-        os._exit(1)
+        try:
+            gdb.wait(timeout=2)      # reap it here: no <defunct> gdb left for init to find
+        finally:
+            os._exit(1)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the notebook, not gdb
