@@ -8,6 +8,7 @@ reason logged. The verdict is cached per kernel, initramfs and QEMU version.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ PROBE_TIMEOUT = 8.0
 _memo: dict[str, tuple[str, str]] = {}
 
 
+@functools.lru_cache(maxsize=None)   # asked by every LabVM (state keys): once per process
 def qemu_version(qemu: str = "qemu-system-x86_64") -> str:
     out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30)
     return out.stdout.splitlines()[0] if out.stdout else "unknown"

@@ -1,6 +1,7 @@
 """The lab VM's initramfs: Debian's busybox-static, our /init and the command agent."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from .. import paths
 from ..errors import BuildError, MissingArtifact
 from . import cache
 from .cpio import CpioWriter
+from .kernel import _compiler_version
 
 BUSYBOX = Path("/bin/busybox")
 RECIPE = "initramfs-recipe-1"
@@ -24,6 +26,7 @@ class Initramfs:
     key: str
 
 
+@functools.lru_cache(maxsize=None)   # asked by every LabVM: one dpkg-query per process
 def _busybox_version() -> str:
     out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"],
                          capture_output=True, text=True, timeout=30)
@@ -38,8 +41,8 @@ def entry() -> cache.Entry:
     if not BUSYBOX.exists() or "static" not in _file_kind(BUSYBOX):
         raise MissingArtifact(f"{BUSYBOX} is not Debian's static busybox: run `scripts/setup` "
                               "(it installs the package busybox-static)")
-    gcc = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout
-    return cache.Entry("initramfs", cache.digest(RECIPE, _busybox_version(), gcc, *_sources()))
+    return cache.Entry("initramfs", cache.digest(RECIPE, _busybox_version(), _compiler_version(),
+                                                 *_sources()))
 
 
 def _file_kind(path: Path) -> str:

@@ -7,6 +7,7 @@ every line the fragments asked for, and the build fails naming what was lost.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -96,6 +97,7 @@ def missing_symbols(final_config: str, frags: list[Path]) -> list[str]:
     return missing
 
 
+@functools.lru_cache(maxsize=None)   # asked by every LabVM: one dpkg-query per process
 def _source_version() -> str:
     try:
         out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE],
@@ -108,6 +110,7 @@ def _source_version() -> str:
     return f"{st.st_size}-{st.st_mtime_ns}"
 
 
+@functools.lru_cache(maxsize=None)
 def _compiler_version() -> str:
     out = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True, timeout=30)
     return out.stdout.strip()
