@@ -489,8 +489,16 @@ class LabVM:
         args = " ".join(shlex.quote(p) for p in params)
         return self.run(f"insmod {shlex.quote(path)} {args}", timeout=timeout, check=True)
 
-    def modprobe(self, name: str, *params: str, timeout: float = 30.0) -> Result:
-        """Load one of the lab kernel's own modules (e.g. ``brd``, ``null_blk``) by name."""
+    def modprobe(self, name: str, *params: str, timeout: float = 30.0) -> Result | None:
+        """Load one of the lab kernel's own modules (``brd``, ``null_blk``) and what it needs.
+
+        Dependencies come from the module's own ``depends=`` tag; one already loaded
+        is left alone (None is returned for it).
+        """
+        for dep in self.kernel.module_depends(name):
+            self.modprobe(dep, timeout=timeout)
+        if self.run(f"test -d /sys/module/{name.replace('-', '_')}", timeout=timeout).ok:
+            return None
         return self.insmod(self.kernel.module_path(name), *params, timeout=timeout)
 
     def rmmod(self, name: str, *, timeout: float = 30.0) -> Result:

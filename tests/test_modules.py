@@ -40,3 +40,12 @@ def test_kernel_own_module_loads_by_name(vm):
     vm.modprobe("brd", "rd_nr=1", "rd_size=1024")
     assert vm.run("cat /sys/block/ram0/size", timeout=30).text.strip() == "2048"
     vm.rmmod("brd")
+
+
+def test_modprobe_loads_dependencies_first(vm, built):
+    kernel, _ = built
+    assert kernel.module_depends("null_blk") == ["configfs"]
+    vm.modprobe("null_blk", "nr_devices=1")
+    assert vm.run("test -d /sys/module/configfs && test -b /dev/nullb0", timeout=30).ok
+    assert vm.modprobe("null_blk") is None          # loaded already: left alone
+    vm.rmmod("null_blk")

@@ -62,6 +62,15 @@ class Kernel:
         raise MissingArtifact(f"the lab kernel has no module {name!r} (is it =m in a "
                               "fragment of lab_vm/kconfig?)")
 
+    def module_depends(self, name: str) -> list[str]:
+        """The modules ``name`` needs, from the ``depends=`` entry of its .modinfo section."""
+        data = self.module_path(name).read_bytes()
+        at = data.find(b"\0depends=")
+        if at < 0:
+            return []
+        value = data[at + len(b"\0depends="):data.index(b"\0", at + 1)].decode()
+        return [dep for dep in value.split(",") if dep]
+
     @property
     def release(self) -> str:
         return (self.tree / "include/config/kernel.release").read_text().strip()

@@ -126,7 +126,7 @@ def _warm_up(lab: Lab) -> None:
     workers start: two first boots at once would both save the state, into the same file.
     (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
     try:
-        with LabVM(name="grade-warm-up") as vm:
+        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory) as vm:
             vm.run("true", timeout=30, check=True)
     except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
         LOG.warning("the lab VM did not start for the warm-up: %s", exc)

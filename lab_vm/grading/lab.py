@@ -33,6 +33,8 @@ class Lab:
     checker: Path                    # the Python file with the @test functions
     helpers: tuple[Path, ...] = ()   # C programs compiled (static) and copied into the guest
     devices: tuple[str, ...] = ()    # extra QEMU -device arguments for the VM
+    cpus: int = 1                    # guest CPUs of the VM (concurrency bugs want 2 or more)
+    memory: int = 256                # guest memory of the VM, MiB
     test_timeout: float = 20.0       # seconds a test may take
     command_timeout: float = 8.0     # seconds one guest command may take by default
     build_timeout: float = 60.0      # seconds the module build may take
@@ -104,6 +106,7 @@ def load_lab(root: str | Path) -> Lab:
             checker=root / data["checker"],
             helpers=tuple(root / h for h in data.get("helpers", [])),
             devices=tuple(data.get("devices", [])),
+            **{k: int(data[k]) for k in ("cpus", "memory") if k in data},
             **{k: float(data[k]) for k in ("test_timeout", "command_timeout", "build_timeout",
                                            "submission_timeout") if k in data},
             extra={k: v for k, v in data.items() if k not in known},

@@ -121,7 +121,8 @@ class _Guest:
         if self.vm is None:
             # LabVM restores a saved guest and plugs the lab's devices in afterwards
             # (see LabVM._hotplugged: edu cannot be migrated).
-            vm = LabVM(name=self.name, devices=self.lab.devices)
+            vm = LabVM(name=self.name, devices=self.lab.devices, cpus=self.lab.cpus,
+                       memory=self.lab.memory)
             self.vm = vm
             vm.launch()
             vm.run(f"mkdir -p {GUEST_DIR}", timeout=10, check=True)
