@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,3 +62,22 @@ def build_module(directory: str | os.PathLike, *, kernel: Kernel | None = None,
     warnings = [line for line in output.splitlines() if ": warning: " in line]
     modules = sorted(directory.glob("*.ko"))
     return ModuleBuild(directory, modules, output, warnings)
+
+
+def build_variant(sources: list[Path], folder: Path, *, patch: Path | None = None,
+                  timeout: float = 300.0, jobs: int | None = None) -> ModuleBuild:
+    """Copy a module's ``sources`` into ``folder``, apply ``patch`` (-p1) if given, build it.
+
+    How a chapter shows a wrong version of a lab's driver without copying the driver:
+    the lab's solution plus a small patch, built side by side with the original.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        shutil.copy(src, folder / src.name)
+    if patch is not None:
+        cmd = ["patch", "-s", "-p1", "-d", str(folder), "-i", str(patch)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise ModuleBuildError(f"{patch.name} does not apply to {folder}", command=cmd,
+                                   status=proc.returncode, output=proc.stdout + proc.stderr)
+    return build_module(folder, timeout=timeout, jobs=jobs)

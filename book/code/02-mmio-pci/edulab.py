@@ -9,12 +9,10 @@ from those files.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
-from lab_vm.modules import build_module
+from lab_vm.modules import build_variant
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -25,18 +23,10 @@ VARIANTS = ("notify", "blocking")
 
 def build_drivers(workdir: Path, *, timeout: float = 300.0) -> dict[str, Path]:
     """{"notify": edu.ko, "blocking": edu.ko}, built in folders under ``workdir``."""
-    built = {}
-    for variant in VARIANTS:
-        folder = workdir / variant
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("edu.c", "Kbuild"):
-            shutil.copy(LAB / "solution" / name, folder / name)
-        if variant == "blocking":
-            subprocess.run(["patch", "-s", "-p1", "-d", str(folder), "-i", str(PATCH)],
-                           check=True, timeout=30)
-        build_module(folder, timeout=timeout, jobs=1)
-        built[variant] = folder / "edu.ko"
-    return built
+    sources = [LAB / "solution" / name for name in ("edu.c", "Kbuild")]
+    return {variant: build_variant(sources, workdir / variant, timeout=timeout, jobs=1,
+                                   patch=PATCH if variant == "blocking" else None).modules[0]
+            for variant in VARIANTS}
 
 
 def build_helpers(workdir: Path) -> dict[str, Path]:

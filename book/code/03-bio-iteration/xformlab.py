@@ -9,13 +9,11 @@ built from those files.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
 from lab_vm.channel import Result
-from lab_vm.modules import build_module
+from lab_vm.modules import build_variant
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -28,18 +26,10 @@ NULL_BLK = ("nr_devices=1", "memory_backed=1", "gb=1")
 
 def build_drivers(workdir: Path, *, timeout: float = 300.0) -> dict[str, Path]:
     """{"fixed": dir, "buggy": dir}: each a module folder holding its xform.c and xform.ko."""
-    built = {}
-    for variant in VARIANTS:
-        folder = workdir / variant
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("xform.c", "Kbuild"):
-            shutil.copy(LAB / "solution" / name, folder / name)
-        if variant == "buggy":
-            subprocess.run(["patch", "-s", "-p1", "-d", str(folder), "-i", str(PATCH)],
-                           check=True, timeout=30)
-        build_module(folder, timeout=timeout, jobs=1)
-        built[variant] = folder
-    return built
+    sources = [LAB / "solution" / name for name in ("xform.c", "Kbuild")]
+    return {variant: build_variant(sources, workdir / variant, timeout=timeout, jobs=1,
+                                   patch=PATCH if variant == "buggy" else None).directory
+            for variant in VARIANTS}
 
 
 def build_blkstress(workdir: Path) -> Path:
