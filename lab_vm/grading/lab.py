@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class Lab:
         if spec is None or spec.loader is None:
             raise ConfigError(f"cannot import the checker {self.checker}")
         module = importlib.util.module_from_spec(spec)
+        # dataclasses (with postponed annotations) look their module up in sys.modules
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
 
