@@ -217,6 +217,12 @@ class LabVM:
         return ["-chardev", f"file,id=con,path={self._tmp / 'console.log'}",
                 "-serial", "chardev:con"]
 
+    def _choose_accel(self) -> None:
+        if self.accel_requested == "auto":
+            self.accel, self.accel_reason = accel_mod.choose(self.kernel, self.initramfs)
+        else:
+            self.accel, self.accel_reason = self.accel_requested, "asked for"
+
     def interactive(self) -> int:
         """Boot with the guest console on this terminal and a shell in place of the agent.
 
@@ -224,9 +230,7 @@ class LabVM:
         """
         self._interactive = True
         self.append = f"{self.append} vmexit.shell=1".strip()
-        self.accel, self.accel_reason = (accel_mod.choose(self.kernel, self.initramfs)
-                                         if self.accel_requested == "auto"
-                                         else (self.accel_requested, "asked for"))
+        self._choose_accel()
         self._tmp = _socket_dir(self.name)
         try:
             return subprocess.run(self.command_line()).returncode
@@ -247,10 +251,7 @@ class LabVM:
     def _launch(self, timeout: float) -> None:
         start = time.monotonic()
         deadline = start + timeout
-        if self.accel_requested == "auto":
-            self.accel, self.accel_reason = accel_mod.choose(self.kernel, self.initramfs)
-        else:
-            self.accel, self.accel_reason = self.accel_requested, "asked for"
+        self._choose_accel()
         LOG.info("%s: accelerator %s (%s)", self.name, self.accel, self.accel_reason)
         self._tmp = _socket_dir(self.name)
         if self.gdb:
