@@ -7,8 +7,6 @@ what lies just past a BAR, for instance. Every function takes a running LabVM.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import re
 from dataclasses import dataclass
@@ -154,25 +152,9 @@ def memory_map(vm, *, address_space: str = "memory", timeout: float = 10.0) -> l
     return parse_mtree(monitor(vm, "info mtree -f", timeout=timeout), address_space)
 
 
-def outside_event_loop(fn, *args, **kwargs):
-    """Call ``fn``, in a worker thread if this thread runs an asyncio loop (Jupyter does).
-
-    LabVM.qmp uses qemu.qmp's synchronous shim, which cannot run while an event
-    loop runs in the calling thread: in a notebook every QMP call (trace events,
-    the monitor) would fail. A worker thread has no loop of its own.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return fn(*args, **kwargs)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qmp") as pool:
-        return pool.submit(fn, *args, **kwargs).result()
-
-
 def monitor(vm, command_line: str, *, timeout: float = 10.0) -> str:
     """Run one QEMU monitor (HMP) command through QMP; return its text."""
-    return outside_event_loop(vm.qmp, "human-monitor-command", timeout=timeout,
-                              **{"command-line": command_line})
+    return vm.qmp("human-monitor-command", timeout=timeout, **{"command-line": command_line})
 
 
 def parse_mtree(text: str, address_space: str = "memory") -> list[Region]:

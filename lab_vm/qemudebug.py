@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from .channel import Job, Result
 from .debug import GDB_SIDE, TERMINAL, Debugger, Stop
 from .errors import DebuggerError, GuestTimeout
-from .pci import outside_event_loop
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 60.0      # gdb reads the debug QEMU's symbols first (a 44 MB binary)
@@ -108,10 +107,6 @@ class QemuDebugger(Debugger):
         self._attached = True
         self.attach_time = time.monotonic() - start
         LOG.info("gdb attached to QEMU pid %d in %.2f s", pid, self.attach_time)
-
-    def close(self) -> None:
-        """As Debugger.close; off the notebook's event loop, since it ends with a QMP query."""
-        outside_event_loop(super().close)
 
     def break_at(self, location: str, *, temporary: bool = False):
         """A breakpoint at a QEMU function or ``file:line``; a name QEMU lacks raises."""
