@@ -51,6 +51,7 @@ BASE_CMDLINE = ("console=ttyS0 nokaslr oops=panic panic=-1 quiet acpi=off "
                 "tsc=reliable no_timer_check")
 PANIC_RE = re.compile(rb"Kernel panic - not syncing[^\n]*")
 PANIC_CONTEXT = 60     # console lines kept in a GuestPanic
+RESTORE_TIMEOUT = 10.0  # s: a restore that takes longer is given up for a cold boot
 
 
 _LIVE: "weakref.WeakSet[LabVM]" = weakref.WeakSet()
@@ -130,6 +131,9 @@ class LabVM:
         self.accel_reason = ""
         self.gdb_port: int | None = None
         self.boot_time: float | None = None
+        # saved states: time.monotonic() at each step of a restore (started, loaded, resumed,
+        # ready), for lab_vm.bench's breakdown
+        self.restore_steps: dict[str, float] = {}
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
         self._channel: Channel | None = None
@@ -262,45 +266,70 @@ class LabVM:
         if saved is not None and saved.exists():
             self._restore(saved, deadline)
         if not self.restored:
-            self._start_qemu(deadline)
-            if self.gdb_wait:
-                return    # the guest waits for the debugger's first `continue`
-            self._channel.wait_ready(max(0.1, deadline - time.monotonic()))
-            if saved is not None and not saved.exists():
-                try:
-                    state.save(self, saved)
-                except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
-                    LOG.warning("%s: could not save the guest state: %s", self.name, exc)
+            # saved states: a VM that will save keeps its RAM where save() can copy it from
+            ram = (state.SharedRAM(self.memory)
+                   if saved is not None and not saved.exists() else None)
+            try:
+                self._start_qemu(deadline, ram=ram)
+                if self.gdb_wait:
+                    return    # the guest waits for the debugger's first `continue`
+                self._channel.wait_ready(max(0.1, deadline - time.monotonic()))
+                if ram is not None:
+                    try:
+                        state.save(self, saved, ram)
+                    except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
+                        LOG.warning("%s: could not save the guest state: %s", self.name, exc)
+            finally:
+                if ram is not None:
+                    ram.close()       # QEMU keeps its own mapping
         if self._hotplugged():
             self._plug_devices(max(1.0, deadline - time.monotonic()))
         self.boot_time = time.monotonic() - start
         LOG.info("%s: ready in %.3f s (%s)", self.name, self.boot_time,
                  "restored" if self.restored else "cold boot")
         self._mount_share()
+        if self.restored:
+            self.restore_steps["ready"] = time.monotonic()
 
     def _restore(self, saved: Path, deadline: float) -> None:
         """Start QEMU from a saved state; on any failure delete the state and clean up."""
+        source = None
         try:
-            self._start_qemu(deadline, incoming=saved)
+            # A broken guest hangs rather than fails: do not wait the whole boot timeout on it.
+            deadline = min(deadline, time.monotonic() + RESTORE_TIMEOUT)
+            source = state.SavedState(saved, self.memory)     # checks the file; see state.py
+            self._start_qemu(deadline, ram=source)
+            self.restore_steps["started"] = time.monotonic()
+            source.load(self)
             state.wait_running(self, max(0.1, deadline - time.monotonic()))
+            self.restore_steps["loaded"] = time.monotonic()
             self._channel.resumed(max(0.1, deadline - time.monotonic()))
+            self.restore_steps["resumed"] = time.monotonic()
             self.restored = True
         except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
             self.restore_failure = f"{type(exc).__name__}: {exc}"
             LOG.warning("%s: restoring %s failed (%s); booting cold instead",
                         self.name, saved.name, self.restore_failure)
-            saved.unlink(missing_ok=True)
+            if source is not None:
+                source.discard()
+            else:
+                saved.unlink(missing_ok=True)
             self._stop_qemu()
+        finally:
+            if source is not None:
+                source.close()         # QEMU has its own mapping and descriptor
 
-    def _start_qemu(self, deadline: float, incoming: Path | None = None) -> None:
+    def _start_qemu(self, deadline: float,
+                    ram: "state.SharedRAM | state.SavedState | None" = None) -> None:
         cmd = self.command_line()
-        if incoming is not None:
-            cmd += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
+        if ram is not None:            # saved states: where the guest's RAM lives (state.py)
+            cmd += ram.qemu_args(self.kernel)
         _LIVE.add(self)
         LOG.debug("%s: %s", self.name, shlex.join(cmd))
         with open(self._tmp / "qemu.log", "wb") as qlog:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          pass_fds=ram.fds if ram is not None else ())
         sock = self._connect(self._tmp / "agent.sock", deadline=deadline)
         self._channel = Channel(sock, self._health)
 
