@@ -2,13 +2,16 @@
 
 The pieces, one job each: ``build`` (kernel, initramfs; cached), ``machine``
 (:class:`LabVM`), ``channel`` (guest commands), ``debug`` (gdb via pwntools),
-``modules`` (out-of-tree builds), ``errors`` (the exception tree), ``cli``.
+``replay`` (record a run, replay it forwards and backwards), ``modules``
+(out-of-tree builds), ``errors`` (the exception tree), ``cli``.
 """
 from .channel import Job, Result
 from .errors import (CommandFailed, ConfigError, DebuggerError, GuestPanic, GuestTimeout,
-                     LabVMError, MissingArtifact, ModuleBuildError, QEMUExited, VMError)
+                     LabVMError, MissingArtifact, ModuleBuildError, QEMUExited, RecordingError,
+                     ReplayDiverged, VMError)
 from .machine import LabVM
+from .replay import Replay
 
-__all__ = ["LabVM", "Result", "Job", "LabVMError", "ConfigError", "MissingArtifact", "VMError",
+__all__ = ["LabVM", "Replay", "Result", "Job", "LabVMError", "ConfigError", "MissingArtifact", "VMError",
            "QEMUExited", "GuestPanic", "GuestTimeout", "CommandFailed", "DebuggerError",
-           "ModuleBuildError"]
+           "ModuleBuildError", "RecordingError", "ReplayDiverged"]

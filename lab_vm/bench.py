@@ -1,7 +1,7 @@
 """Benchmarks: scripts that print figures, never timed tests.
 
 ``lab-vm bench --json`` prints boot time, command round trip and the cached
-kernel build time; where a peer exists (virtme-ng booting Debian's kernel) it
+kernel build time (``bench gdb``: sampling rates; ``bench replay``: record/replay); where a peer exists (virtme-ng booting Debian's kernel) it
 is measured in the same run and printed as a ratio.
 """
 from __future__ import annotations
@@ -145,9 +145,52 @@ def _plain_gdb_rate(vm, samples: int) -> float:
     return float(out.split("RATE", 1)[1].split()[0])
 
 
+# The recorded workload: some reads and writes, a little CPU work, a few processes.
+REPLAY_WORKLOAD = "dd if=/dev/urandom bs=4k count=256 2>/dev/null | md5sum; ls -R /sys/block | wc -l"
+
+
+def replay_figures(runs: int = 3) -> dict:
+    """Record/replay: the cost of recording, of replaying, of one "who last wrote it?" query.
+
+    The normal run and the recorded run are the same thing — a cold boot, then
+    the workload — measured side by side, medians of ``runs``.
+    """
+    from .replay import Replay
+
+    normal, recorded, replayed, reverse = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            start = time.monotonic()
+            with LabVM(cold_boot=True, name="bench-normal") as vm:
+                vm.run(REPLAY_WORKLOAD, timeout=120, check=True)
+            normal.append(time.monotonic() - start)
+            start = time.monotonic()
+            with LabVM(record=f"{tmp}/rec{i}", name="bench-record") as vm:
+                vm.run(REPLAY_WORKLOAD, timeout=120, check=True)
+            recorded.append(time.monotonic() - start)
+            start = time.monotonic()
+            with Replay(f"{tmp}/rec{i}") as rp:
+                rp.run_to_end(timeout=300)
+            replayed.append(time.monotonic() - start)
+            with Replay(f"{tmp}/rec{i}") as rp, rp.debugger() as dbg:
+                # late in the run: md5sum's exit; then who last advanced the clock
+                dbg.break_at("do_group_exit")
+                dbg.cont(timeout=300)
+                start = time.monotonic()
+                dbg.last_write("jiffies_64", timeout=300)
+                reverse.append(time.monotonic() - start)
+    med = statistics.median
+    return {"workload": REPLAY_WORKLOAD, "runs": runs,
+            "normal_run_s": round(med(normal), 2), "recorded_run_s": round(med(recorded), 2),
+            "record_overhead": round(med(recorded) / med(normal), 2),
+            "replay_s": round(med(replayed), 2), "reverse_watch_s": round(med(reverse), 2)}
+
+
 def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
     if what == "gdb":
         return gdb_figures()
+    if what == "replay":
+        return replay_figures()
     figures: dict = {}
     figures["kernel_build_cached_s"] = round(_cached_build_s(), 3)
     boot, accel = _median_boot(boots)

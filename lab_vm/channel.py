@@ -22,7 +22,7 @@ from .errors import CommandFailed, GuestTimeout, VMError
 LOG = logging.getLogger(__name__)
 
 REQ_RUN, REQ_KILL, REQ_PING, REQ_RESUMED = 1, 2, 3, 4
-REP_STDOUT, REP_STDERR, REP_EXIT, REP_PONG, REP_READY, REP_ERROR = 1, 2, 3, 4, 5, 6
+REP_STDOUT, REP_STDERR, REP_EXIT, REP_PONG, REP_READY, REP_ERROR, REP_CREDIT = 1, 2, 3, 4, 5, 6, 7
 REQ_HEADER = struct.Struct("<4sIIII")
 REP_HEADER = struct.Struct("<4sIII")
 POLL = 0.05          # how often a waiting caller checks that the VM is still alive
@@ -111,11 +111,21 @@ class Job:
 
 
 class Channel:
-    """The host end of the agent's port, connected to QEMU's unix socket chardev."""
+    """The host end of the agent's port, connected to QEMU's unix socket chardev.
 
-    def __init__(self, sock: socket.socket, health: Callable[[], None]) -> None:
+    ``window``: for a UART under record/replay (agent.c, REP_CREDIT), send at most
+    this many bytes the agent has not yet acknowledged. ``tee``: a file that gets
+    every byte the guest sends, as sent (a recording keeps it to compare replays).
+    """
+
+    def __init__(self, sock: socket.socket, health: Callable[[], None], *,
+                 window: int | None = None, tee=None) -> None:
         self.sock = sock
         self.health = health           # raises if the VM died; called while waiting
+        self.window = window
+        self.tee = tee
+        self._sent = 0                 # bytes sent and bytes the agent acknowledged
+        self._credited = 0
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
         self._pongs: set[int] = set()
@@ -133,9 +143,24 @@ class Channel:
         header = REQ_HEADER.pack(b"VMXQ", job_id, kind, len(command), len(data))
         with self._send_lock:
             try:
-                self.sock.sendall(header + command + data)
+                if self.window is None:
+                    self.sock.sendall(header + command + data)
+                else:
+                    self._send_paced(header + command + data)
             except OSError as exc:
                 raise VMError(f"the guest channel is closed: {exc}") from exc
+
+    def _send_paced(self, frame: bytes, timeout: float = 60.0) -> None:
+        """Send in pieces no larger than the guest's receive FIFO has room for."""
+        view = memoryview(frame)
+        while view:
+            self.wait_for(lambda: self._sent - self._credited < self.window, timeout,
+                          on_timeout=lambda: GuestTimeout(
+                              f"the guest agent read nothing for {timeout:g} s"))
+            piece = view[:self.window - (self._sent - self._credited)]
+            self.sock.sendall(piece)
+            self._sent += len(piece)
+            view = view[len(piece):]
 
     def start(self, command: str, *, input: bytes = b"",
               max_output: int = DEFAULT_MAX_OUTPUT) -> Job:
@@ -219,6 +244,8 @@ class Channel:
                 chunk = self.sock.recv(1 << 20)
                 if not chunk:
                     break
+                if self.tee is not None:
+                    self.tee.write(chunk)
                 buf += chunk
                 self._parse(buf)
         except OSError as exc:
@@ -250,6 +277,8 @@ class Channel:
         with self._cond:
             if kind == REP_READY:
                 self._ready.append(data)
+            elif kind == REP_CREDIT:
+                self._credited += struct.unpack("<I", data)[0]
             elif kind == REP_PONG:
                 self._pongs.add(job_id)
             else:

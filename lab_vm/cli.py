@@ -81,6 +81,42 @@ def cmd_gdb(args) -> int:
             signal.signal(signal.SIGINT, old)
 
 
+def cmd_record(args) -> int:
+    """Boot a recorded VM, run the command in it, keep the recording in the output folder."""
+    from .machine import LabVM
+
+    command = " ".join(args.command) if args.command else "true"
+    with LabVM(memory=args.memory, cpus=args.cpus, share=args.share, record=args.output) as vm:
+        result = vm.run(command, timeout=args.timeout)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    print(f"lab-vm: recorded in {args.output}: replay it with `lab-vm replay {args.output}`",
+          file=sys.stderr)
+    return result.status
+
+
+def cmd_replay(args) -> int:
+    """Start a replay stopped at its first instruction and run gdb on it (GDB_ARGS appended)."""
+    import signal
+    import subprocess
+
+    from .debug import gdb_init_args
+    from .gdbenv import gdb_environment
+    from .replay import Replay
+
+    with Replay(args.recording) as rp:
+        cmd = ["gdb", *gdb_init_args(rp.kernel), "-ex",
+               f"target remote 127.0.0.1:{rp.gdb_port}", *args.gdb_args,
+               str(rp.kernel.vmlinux)]
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C belongs to gdb
+        try:
+            return subprocess.run(cmd, env=gdb_environment(),
+                                  timeout=args.timeout).returncode
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
 def cmd_module(args) -> int:
     from .modules import build_module
 
@@ -176,6 +212,27 @@ def make_parser() -> argparse.ArgumentParser:
     vm_options(p)
     p.set_defaults(func=cmd_gdb)
 
+    p = sub.add_parser("record", help="boot under QEMU's record/replay, run one command, keep "
+                       "the recording (replay it with `lab-vm replay`)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="the recording folder (created; an older recording there is replaced)")
+    p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
+    p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
+    p.add_argument("--share", metavar="DIR", help="host directory whose files the guest sees "
+                   "at /mnt/share (copied in: a recording cannot use a live share)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds the command may take")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("replay", help="replay a recording under gdb, stopped before its first "
+                       "instruction; reverse-stepi, reverse-continue and watchpoints work")
+    p.add_argument("recording", help="a folder made by `lab-vm record`")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="end gdb after this many seconds (for scripted -batch runs)")
+    p.add_argument("gdb_args", nargs=argparse.REMAINDER,
+                   help="-- GDB_ARGS... (e.g. -batch -ex 'watch jiffies_64' -ex reverse-continue)")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("module", help="build an out-of-tree module directory against the "
                        "lab kernel")
     p.add_argument("directory")
@@ -190,8 +247,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
-    p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb"],
-                   help="vm: boot, round trip, cached build (default); gdb: sampling rates")
+    p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb", "replay"],
+                   help="vm: boot, round trip, cached build (default); gdb: sampling rates; "
+                   "replay: record overhead, replay time, one reverse watch query")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--boots", type=int, default=5)
     p.add_argument("--roundtrips", type=int, default=200)
@@ -203,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
+    if getattr(args, "gdb_args", None) and args.gdb_args[:1] == ["--"]:
+        args.gdb_args = args.gdb_args[1:]
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
     try:

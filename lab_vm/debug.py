@@ -248,6 +248,61 @@ class Debugger:
         self._running = False
         return self.where()
 
+    # -- backwards (a Replay only: lab_vm.replay) ---------------------------------------------
+    def reverse_step(self, timeout: float = 60.0) -> Stop:
+        """Go back one instruction."""
+        return self._go("reverse-stepi &", timeout)
+
+    def reverse_continue(self, timeout: float = 120.0) -> Stop:
+        """Run backwards to the previous breakpoint or watchpoint hit (or the replay's start).
+
+        QEMU restarts from the nearest snapshot before here, replays forwards to
+        find the last hit, and stops there.
+        """
+        return self._go("reverse-continue &", timeout)
+
+    def last_write(self, expression: str, *, timeout: float = 120.0) -> Stop:
+        """The instruction that last wrote ``expression`` before here: a watchpoint, in reverse.
+
+        Returns the Stop *at the writing instruction* (``backtrace()`` has its
+        stack), with ``old`` and ``new``: the value before and after that write.
+        QEMU reports a reverse watchpoint stop as a plain SIGTRAP, so the write is
+        confirmed by stepping back over it and seeing the value change; raises
+        DebuggerError if nothing wrote ``expression`` since the replay began.
+        """
+        before = self.evaluate(expression)
+        wp = self.watch(expression)
+        try:
+            self.reverse_continue(timeout)
+        finally:
+            self.delete(wp)
+        nothing = DebuggerError(f"nothing wrote {expression!r} between the start of the "
+                                f"recording and here (its value: {before!r})")
+        if self.vm.replay_icount() == 0:       # ran back to the first instruction
+            raise nothing
+        new = self.evaluate(expression)
+        stop = self.reverse_step(timeout)
+        old = self.evaluate(expression)
+        if old == new:
+            raise nothing
+        stop["old"], stop["new"] = old, new
+        return stop
+
+    def _go(self, command: str, timeout: float) -> Stop:
+        self._check()
+        self._gdb.stopped.clear()
+        self.execute(command)
+        self._running = True
+        try:
+            self._wait_until(self._gdb.stopped.is_set, timeout,
+                             f"{command.rstrip(' &')} did not stop within {timeout:g} s")
+        except GuestTimeout:
+            self.interrupt()
+            raise
+        self._gdb.stopped.clear()
+        self._running = False
+        return self.where()
+
     def resume(self) -> None:
         """Let the guest run on without waiting (e.g. to run commands in it)."""
         self._check()

@@ -79,6 +79,14 @@ class CommandFailed(VMError):
         self.stderr = stderr
 
 
+class RecordingError(VMError):
+    """A recording cannot be made, did not finish, or does not match what would replay it."""
+
+
+class ReplayDiverged(RecordingError):
+    """A replay's guest said something other than the recorded run did."""
+
+
 class DebuggerError(LabVMError):
     """gdb failed: it exited, a symbol does not exist, an expression does not evaluate."""
 

@@ -51,6 +51,7 @@ BASE_CMDLINE = ("console=ttyS0 nokaslr oops=panic panic=-1 quiet acpi=off "
                 "tsc=reliable no_timer_check")
 PANIC_RE = re.compile(rb"Kernel panic - not syncing[^\n]*")
 PANIC_CONTEXT = 60     # console lines kept in a GuestPanic
+ICOUNT_TSC_KHZ = 1_000_000   # the guest TSC's rate under -icount: one tick per virtual ns
 RESTORE_TIMEOUT = 10.0  # s: a restore that takes longer is given up for a cold boot
 
 
@@ -95,7 +96,7 @@ class LabVM:
                  append: str = "", qemu_args: Sequence[str] = (),
                  kernel: Kernel | None = None, initramfs: Initramfs | None = None,
                  boot_timeout: float = 60.0, cold_boot: bool = False, qemu: str = QEMU,
-                 name: str = "vm") -> None:
+                 record: str | os.PathLike | None = None, name: str = "vm") -> None:
         if accel not in ("auto", "tcg", "kvm"):
             raise ConfigError(f"unknown accelerator {accel!r}: choose auto, tcg or kvm")
         if firmware not in FIRMWARE:
@@ -108,6 +109,18 @@ class LabVM:
             raise ConfigError(f"memory={memory} MiB and cpus={cpus} are too small")
         if shutil.which(qemu) is None:
             raise ConfigError(f"{qemu} is not installed: run `scripts/setup`")
+        self._rr = None           # a replay.Session when this VM records (or replays) its run
+        self._rr_commands: list[str] = []
+        if record is not None:
+            from . import replay
+
+            if accel == "kvm" or devices or gdb_wait or cpus != 1:
+                raise ConfigError("a recorded VM runs under TCG with one CPU, no extra devices "
+                                  "and no gdb_wait: QEMU 7.2's record/replay covers neither KVM "
+                                  "nor SMP, nor devices that work in threads of their own "
+                                  "(see lab_vm.replay)")
+            accel, cold_boot = "tcg", True      # a replay starts from the very first instruction
+            self._rr = replay.Session("record", Path(record).resolve())
         self.kernel = kernel or find_kernel()
         self.initramfs = initramfs or find_initramfs()
         self.accel_requested = accel
@@ -127,6 +140,7 @@ class LabVM:
         self.qemu = qemu
         self.name = name
 
+        self.last_command_line: list[str] = []
         self.accel: str | None = None
         self.accel_reason = ""
         self.gdb_port: int | None = None
@@ -156,15 +170,13 @@ class LabVM:
     def command_line(self) -> list[str]:
         """The full QEMU command line (available after the accelerator is chosen)."""
         assert self._tmp is not None and self.accel is not None
+        initrd = self._rr.initrd if self._rr else self.initramfs.path
         cmd = [self.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-machine", "pc", "-accel", self.accel, "-m", str(self.memory),
                "-smp", str(self.cpus),
-               "-kernel", str(self.kernel.vmlinux), "-initrd", str(self.initramfs.path),
+               "-kernel", str(self.kernel.vmlinux), "-initrd", str(initrd),
                "-append", self.kernel_cmdline(),
-               *self._console_args(),
-               "-device", "virtio-serial-pci,id=vser",
-               "-chardev", f"socket,id=agent,path={self._tmp / 'agent.sock'},server=on,wait=off",
-               "-device", "virtserialport,bus=vser.0,nr=1,chardev=agent,name=vmexit.agent",
+               *self._console_args(), *self._channel_args(),
                "-qmp", f"unix:{self._tmp / 'qmp.sock'},server=on,wait=off",
                # trace events (switched on at run time, see tracing()) are written here
                "-D", str(self._tmp / "trace.log")]
@@ -172,7 +184,7 @@ class LabVM:
             cmd += ["-cpu", "host"]
         if FIRMWARE[self.firmware]:
             cmd += ["-bios", FIRMWARE[self.firmware]]
-        if self.share is not None:
+        if self.share is not None and self._rr is None:    # a recording carries its files
             cmd += ["-virtfs", f"local,path={self.share},mount_tag={SHARE_TAG},"
                                "security_model=none,id=share"]
         for dev in self._boot_devices():
@@ -181,7 +193,16 @@ class LabVM:
             cmd += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
             if self.gdb_wait:
                 cmd += ["-S"]
+        if self._rr is not None:
+            cmd += self._rr.qemu_args(self._tmp)
         return cmd + self.qemu_args
+
+    def _channel_args(self) -> list[str]:
+        if self._rr is not None:
+            return self._rr.channel_args(self._tmp)
+        return ["-device", "virtio-serial-pci,id=vser",
+                "-chardev", f"socket,id=agent,path={self._tmp / 'agent.sock'},server=on,wait=off",
+                "-device", "virtserialport,bus=vser.0,nr=1,chardev=agent,name=vmexit.agent"]
 
     def _hotplugged(self) -> bool:
         """Whether the extra devices are plugged in after start instead of given to QEMU.
@@ -206,11 +227,16 @@ class LabVM:
 
     def kernel_cmdline(self) -> str:
         parts = [BASE_CMDLINE]
-        if self.accel == "tcg":
+        if self._rr is not None or "-icount" in self.qemu_args:
+            # Under -icount (record/replay runs under it) the TSC counts virtual nanoseconds.
+            parts.append(f"tsc_early_khz={ICOUNT_TSC_KHZ}")
+        elif self.accel == "tcg":
             khz = host_tsc_khz()
             if khz:
                 # The guest's TSC is the host's; it cannot calibrate it under TCG (tsc_khz.c).
                 parts.append(f"tsc_early_khz={khz}")
+        if self._rr is not None:
+            parts += self._rr.cmdline()
         if self.append:
             parts.append(self.append)
         return " ".join(parts)
@@ -263,6 +289,8 @@ class LabVM:
         saved = None
         if not self.cold_boot and not self.gdb_wait:
             saved = state.path_for(state.key(self))
+        if self._rr is not None and self._rr.mode == "record":
+            self._rr.prepare_record(self)
         if saved is not None and saved.exists():
             self._restore(saved, deadline)
         if not self.restored:
@@ -284,6 +312,8 @@ class LabVM:
                     ram.close()       # QEMU keeps its own mapping
         if self._hotplugged():
             self._plug_devices(max(1.0, deadline - time.monotonic()))
+        if self._rr is not None:
+            self._rr.ready(self)    # a recording: snapshot the booted guest; replays start there
         self.boot_time = time.monotonic() - start
         LOG.info("%s: ready in %.3f s (%s)", self.name, self.boot_time,
                  "restored" if self.restored else "cold boot")
@@ -325,13 +355,18 @@ class LabVM:
         if ram is not None:            # saved states: where the guest's RAM lives (state.py)
             cmd += ram.qemu_args(self.kernel)
         _LIVE.add(self)
+        self.last_command_line = cmd
         LOG.debug("%s: %s", self.name, shlex.join(cmd))
         with open(self._tmp / "qemu.log", "wb") as qlog:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           pass_fds=ram.fds if ram is not None else ())
         sock = self._connect(self._tmp / "agent.sock", deadline=deadline)
-        self._channel = Channel(sock, self._health)
+        if self._rr is not None:
+            self._channel = Channel(sock, self._health, window=self._rr.window,
+                                    tee=self._rr.channel_tee(self._tmp))
+        else:
+            self._channel = Channel(sock, self._health)
 
     def _stop_qemu(self) -> None:
         """Forget a QEMU that failed to restore, so that a cold boot can start afresh."""
@@ -349,7 +384,7 @@ class LabVM:
             (self._tmp / name).unlink(missing_ok=True)
 
     def _mount_share(self) -> None:
-        if self.share is not None:
+        if self.share is not None and self._rr is None:
             self.run(f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "
                      f"{SHARE_TAG} {SHARE_MOUNT}", timeout=30, check=True)
 
@@ -397,6 +432,8 @@ class LabVM:
                 except Exception:       # the peer is gone; nothing left to tidy
                     pass
             self._keep_logs()
+            if self._rr is not None:
+                self._rr.finished(self)
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -487,12 +524,16 @@ class LabVM:
     def run(self, command: str, *, timeout: float = 30.0, check: bool = False,
             input: bytes = b"", max_output: int = DEFAULT_MAX_OUTPUT) -> Result:
         """Run ``sh -c command`` in the guest; return its Result (stdout, stderr, status)."""
+        if self._rr is not None:
+            self._rr_commands.append(command)
         return self.channel.run(command, timeout=timeout, input=input, check=check,
                                 max_output=max_output)
 
     def start(self, command: str, *, input: bytes = b"",
               max_output: int = DEFAULT_MAX_OUTPUT) -> Job:
         """Start a guest command and return at once; ``job.wait(timeout)`` collects it."""
+        if self._rr is not None:
+            self._rr_commands.append(command)
         return self.channel.start(command, input=input, max_output=max_output)
 
     def ping(self, timeout: float = 5.0) -> float:
@@ -512,7 +553,12 @@ class LabVM:
     def insmod(self, module: str | os.PathLike, *params: str, timeout: float = 30.0) -> Result:
         """Load a module: a guest path, or a host path that is copied into the guest first."""
         path = str(module)
-        if Path(path).is_file() and not path.startswith(SHARE_MOUNT):
+        # a recorded guest has the share's files and the kernel's modules in its initramfs:
+        # copying them through the paced channel would take minutes
+        in_guest = self._rr.guest_path(self, Path(path)) if self._rr is not None else None
+        if in_guest is not None:
+            path = in_guest
+        elif Path(path).is_file() and not path.startswith(SHARE_MOUNT):
             guest = f"/tmp/{Path(path).name}"
             self.write_file(guest, Path(path).read_bytes(), timeout=timeout)
             path = guest

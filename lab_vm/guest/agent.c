@@ -13,6 +13,12 @@
  * host's wall clock and fresh randomness, so that a restored guest neither
  * believes it is still the moment it was saved nor repeats its random numbers.
  *
+ * On a UART (--paced, used when QEMU records the run for replay) the guest
+ * answers every read with REP_CREDIT: under record/replay QEMU queues the
+ * host's bytes as events and delivers them without looking at the 16-byte
+ * receive FIFO, so a host that sent more than the FIFO holds before the agent
+ * read it would lose bytes. The host keeps at most 16 bytes unacknowledged.
+ *
  * Several commands may run at once (a debugger may stop the guest while one
  * runs); each runs as "sh -c CMD" in its own session so it can be killed as a
  * group. Integers are little-endian (x86).
@@ -38,7 +44,7 @@
 
 enum { REQ_RUN = 1, REQ_KILL = 2, REQ_PING = 3, REQ_RESUMED = 4 };
 enum { REP_STDOUT = 1, REP_STDERR = 2, REP_EXIT = 3, REP_PONG = 4,
-       REP_READY = 5, REP_ERROR = 6 };
+       REP_READY = 5, REP_ERROR = 6, REP_CREDIT = 7 };
 
 #define MAX_JOBS 16
 #define MAX_REQUEST (16u << 20)
@@ -51,6 +57,7 @@ struct job {
 };
 
 static int chan = -1;
+static int paced;		/* acknowledge every read: see REP_CREDIT above */
 static struct job jobs[MAX_JOBS];
 static int sigpipe[2];
 
@@ -307,8 +314,14 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_sigchld, .sa_flags = SA_RESTART };
 	int i;
 
+	if (argc > 1 && !strcmp(argv[1], "--paced")) {
+		paced = 1;
+		argv++;
+		argc--;
+	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s CHANNEL-DEVICE [READY-MESSAGE]\n", argv[0]);
+		fprintf(stderr, "usage: %s [--paced] CHANNEL-DEVICE [READY-MESSAGE]\n",
+			argv[0]);
 		return 2;
 	}
 	for (i = 0; i < MAX_JOBS; i++)
@@ -382,6 +395,11 @@ int main(int argc, char **argv)
 				continue;
 			}
 			have += got;
+			if (paced) {
+				uint32_t n = got;
+
+				reply(0, REP_CREDIT, &n, sizeof(n));
+			}
 		} else if (pfd[0].revents & (POLLHUP | POLLERR)) {
 			usleep(10000);
 		}
