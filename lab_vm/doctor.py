@@ -50,9 +50,21 @@ def checks() -> list[Check]:
                                                   or getattr(found, "path", ""))))
         except LabVMError as exc:
             results.append(Check(label, False, exc.message, "lab-vm build"))
+    results.append(_qemu_debug_check())
     results.append(_gdb_check())
     results.append(_kvm_check(results))
     return results
+
+
+def _qemu_debug_check() -> Check:
+    """QEMU built with debug info: Chapter 1 puts gdb on QEMU itself (lab_vm.qemudebug)."""
+    from .build import qemu
+
+    try:
+        found = qemu.find_qemu_debug()
+    except LabVMError as exc:
+        return Check("debug qemu", False, exc.message, "lab-vm build qemu-debug")
+    return Check("debug qemu", True, f"{found.version}  {found.binary}")
 
 
 def _gdb_check() -> Check:

@@ -14,7 +14,8 @@ def lab_vm(*args, timeout=300):
 def test_doctor_reports_every_check_as_ok_here(built):
     proc = lab_vm("doctor", "--json")
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
-    assert {"debian packages", "lab kernel", "initramfs", "gdb python rpyc", "kvm"} <= set(checks)
+    assert {"debian packages", "lab kernel", "initramfs", "debug qemu", "gdb python rpyc",
+            "kvm"} <= set(checks)
     bad = {name: c["detail"] for name, c in checks.items() if not c["ok"]}
     assert not bad and proc.returncode == 0, bad
     # the KVM verdict always says which accelerator and why
@@ -29,6 +30,7 @@ def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
                           env={**__import__("os").environ, **env_cache})
     assert proc.returncode == 1
     assert "BAD  lab kernel" in proc.stdout and "fix: lab-vm build" in proc.stdout
+    assert "BAD  debug qemu" in proc.stdout and "fix: lab-vm build qemu-debug" in proc.stdout
 
 
 def test_every_command_has_help():
