@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         args.gdb_args = args.gdb_args[1:]
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    # pwntools' loggers let everything through and filter in a handler of their own (by its
+    # context.log_level); passed on to ours, every gdb start printed its whole script.
+    logging.getLogger("pwnlib").propagate = False
     try:
         return args.func(args)
     except LabVMError as exc:
