@@ -186,6 +186,7 @@ class Debugger:
         return self._python(f"backtrace({int(limit)})")
 
     def read_memory(self, address: int, length: int) -> bytes:
+        """``length`` bytes of guest memory at a (kernel virtual) address."""
         self._check()
         try:
             inferior = self._gdb.selected_inferior()
@@ -231,6 +232,7 @@ class Debugger:
         return bp
 
     def delete(self, bp) -> None:
+        """Remove a breakpoint or watchpoint made by break_at() or watch()."""
         self._try(bp.delete)
         if bp in self._breakpoints:
             self._breakpoints.remove(bp)
@@ -321,6 +323,7 @@ class Debugger:
         return self.where()
 
     def where(self) -> Stop:
+        """Where the stopped guest is: the innermost frame of backtrace()."""
         frame = self.backtrace(limit=1)[0]
         return Stop(frame)
 
