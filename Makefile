@@ -25,3 +25,4 @@ bench: setup
 	scripts/setup-bench-peers
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/lab-vm bench --json
 	.venv/bin/lab-vm bench gdb --json
+	.venv/bin/lab-vm bench replay --json
