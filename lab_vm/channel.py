@@ -110,6 +110,48 @@ class Job:
                             "(it was killed in the guest)", command=self.command, output=partial)
 
 
+class PipeTransport:
+    """The host end of QEMU's ``pipe:`` chardev (two FIFOs), with the socket calls Channel uses.
+
+    A recorded guest's UART writes one byte per call. To a unix socket each byte is a
+    buffer of its own (~1 kB of the sender's quota), so a host that reads a little late makes
+    QEMU's write fail with EAGAIN; QEMU then retries from its main loop, outside the
+    recorded order, and the replay breaks ("Missing character write event"). A FIFO packs
+    the bytes into 64 kB; opened here read-write, neither side ever waits for the other.
+    """
+
+    def __init__(self, base: os.PathLike) -> None:
+        self._in = os.open(f"{base}.in", os.O_RDWR)       # host -> guest
+        self._out = os.open(f"{base}.out", os.O_RDWR)     # guest -> host
+        self._closed = threading.Event()
+
+    def recv(self, size: int) -> bytes:
+        import select
+
+        while not self._closed.is_set():
+            ready, _, _ = select.select([self._out], [], [], 0.05)
+            if ready:
+                return os.read(self._out, size)
+        return b""
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._in, view):]
+
+    def shutdown(self, how) -> None:
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        for fd in (self._in, self._out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._in = self._out = -1
+
+
 class Channel:
     """The host end of the agent's port, connected to QEMU's unix socket chardev.
 

@@ -361,11 +361,11 @@ class LabVM:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           pass_fds=ram.fds if ram is not None else ())
-        sock = self._connect(self._tmp / "agent.sock", deadline=deadline)
         if self._rr is not None:
-            self._channel = Channel(sock, self._health, window=self._rr.window,
-                                    tee=self._rr.channel_tee(self._tmp))
+            self._channel = Channel(self._rr.connect(self._tmp), self._health,
+                                    window=self._rr.window, tee=self._rr.channel_tee(self._tmp))
         else:
+            sock = self._connect(self._tmp / "agent.sock", deadline=deadline)
             self._channel = Channel(sock, self._health)
 
     def _stop_qemu(self) -> None:
@@ -417,11 +417,16 @@ class LabVM:
         try:
             for dbg in list(self._debuggers):
                 dbg.close()
-            if self._channel is not None:
+            # A recorded guest's UART must never see its host end go away while QEMU runs:
+            # a failed write is retried from QEMU's main loop, out of the recorded order, and
+            # the replay then misses that write ("Missing character write event").
+            if self._channel is not None and self._rr is None:
                 self._channel.close()
             if self._proc is not None and self._proc.poll() is None:
                 self._quit_gracefully(timeout)
         finally:
+            if self._channel is not None and self._rr is not None:
+                self._channel.close()
             if self._proc is not None and self._proc.poll() is None:
                 LOG.warning("%s: QEMU did not quit in %g s; killing it", self.name, timeout)
                 os.killpg(self._proc.pid, signal.SIGKILL)

@@ -13,7 +13,8 @@ What QEMU 7.2 records, and what we built around it (measured here):
 * Only a character device QEMU creates from a legacy option (``-serial``) is
   recorded. The agent's usual virtio-serial port uses ``-chardev``: input on
   it is not logged and a replay stalls where the agent opens the port. So in a
-  recording the agent answers on the second UART (``-serial unix:…``).
+  recording the agent answers on the second UART (``-serial pipe:…``: a
+  socket there lets writes fail, which breaks replays; see PipeTransport).
 * Under record QEMU queues the host's bytes as events and later pushes them
   into the UART without looking at its 16-byte FIFO: anything beyond it is
   lost. The agent therefore acknowledges every read (``--paced``) and the host
@@ -49,6 +50,7 @@ import time
 from pathlib import Path
 
 from .build.cpio import CpioWriter
+from .channel import PipeTransport
 from .errors import ConfigError, RecordingError, ReplayDiverged
 
 LOG = logging.getLogger(__name__)
@@ -139,7 +141,14 @@ class Session:
 
     def channel_args(self, tmp: Path) -> list[str]:
         # -serial, not -chardev: only chardevs made from legacy options are recorded.
-        return ["-serial", f"unix:{tmp / 'agent.sock'},server=on,wait=off"]
+        # pipe:, not a socket: see channel.PipeTransport.
+        for end in ("in", "out"):
+            if not (tmp / f"agent.{end}").exists():
+                os.mkfifo(tmp / f"agent.{end}", 0o600)
+        return ["-serial", f"pipe:{tmp / 'agent'}"]
+
+    def connect(self, tmp: Path) -> PipeTransport:
+        return PipeTransport(tmp / "agent")
 
     def qemu_args(self, tmp: Path) -> list[str]:
         snapshots = self.folder / "snapshots.qcow2"
