@@ -9,6 +9,8 @@ built from those files.
 from __future__ import annotations
 
 import re
+import time
+from itertools import zip_longest
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
@@ -44,11 +46,15 @@ def setup_guest(vm, blkstress: Path, drivers: dict[str, Path]) -> None:
     vm.modprobe("null_blk", *NULL_BLK)
 
 
-def load(vm, variant: str, lower: str = "/dev/nullb0") -> None:
-    """Make /dev/xform0 on ``lower`` with the fixed or the buggy driver (unloading the other)."""
+def load(vm, variant: str, lower: str = "/dev/nullb0", *,
+         module: str = "/root/xform-{variant}.ko") -> None:
+    """Make /dev/xform0 on ``lower`` with the fixed or the buggy driver (unloading the other).
+
+    ``module``: where the guest has the .ko (setup_guest() copies them to /root).
+    """
     if vm.run("grep -q '^xform ' /proc/modules", timeout=10).ok:
         vm.rmmod("xform")
-    vm.insmod(f"/root/xform-{variant}.ko", f"lower={lower}")
+    vm.insmod(module.format(variant=variant), f"lower={lower}")
 
 
 def parse(output: str) -> dict[str, float]:
@@ -56,15 +62,21 @@ def parse(output: str) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", output)}
 
 
-def stress(vm, *, writers: int = 2, readers: int = 2, iterations: int = 100,
-           size: int = 4096, misalign: int = 0, seed: int = 1,
-           timeout: float = 120.0) -> dict[str, float]:
-    """One run of concurrent writers and readers on /dev/xform0; its summary.
+def stress_command(*, writers: int = 2, readers: int = 2, iterations: int = 100,
+                   size: int = 4096, misalign: int = 0, slots: int = 4, seed: int = 1,
+                   program: str = "blkstress") -> str:
+    """The blkstress command line for one run of writers and readers on /dev/xform0.
 
-    ``misalign``: bytes between a page boundary and each buffer (a multiple of 512).
+    ``misalign``: bytes between a page boundary and each buffer (a multiple of 512);
+    ``slots``: places on the disk each thread writes or reads in turn.
     """
-    result = vm.run(f"blkstress stress /dev/xform0 -w {writers} -r {readers} -n {iterations} "
-                    f"-b {size} -m {misalign} -s {seed}", timeout=timeout)
+    return (f"{program} stress /dev/xform0 -w {writers} -r {readers} -n {iterations} "
+            f"-b {size} -m {misalign} -S {slots} -s {seed}")
+
+
+def stress(vm, *, timeout: float = 120.0, **workload) -> dict[str, float]:
+    """One run of concurrent writers and readers on /dev/xform0 (stress_command()); its summary."""
+    result = vm.run(stress_command(**workload), timeout=timeout)
     if result.status not in (0, 1):       # 1: wrong data, which is what we count
         raise RuntimeError(f"blkstress failed ({result.status}): {result.output.strip()}")
     return parse(result.text)
@@ -113,3 +125,229 @@ def block_trace(vm, command: str, *, timeout: float = 120.0) -> tuple[list[dict]
             record["split_at" if r["sep"] == "/" else "sectors"] = int(r["n"])
         out.append(record)
     return out, result
+
+
+# -- One CPU, recorded: the corruption run backwards ---------------------------------------------
+# A recorded VM (lab_vm.replay) has one CPU and gets its files from a share copied in at start:
+# the share is the folder build_drivers() and build_blkstress() built into, so the guest finds
+# blkstress and both modules under /mnt/share.
+SHARED_MODULE = "/mnt/share/{variant}/xform.ko"
+SHARED_BLKSTRESS = "/mnt/share/blkstress"
+# null_blk ending each request from a timer (irqmode=2) a while after issuing it, as a disk ends
+# it from an interrupt; the default ends it at once, in the task that issued it.
+COMPLETION_NSEC = 1_000_000
+TIMER_COMPLETIONS = ("irqmode=2", f"completion_nsec={COMPLETION_NSEC}")
+# Two writers and one reader, each slot written and read once: every read is of other sectors,
+# so a sector that reads back wrong names one read.
+ONE_CPU = dict(writers=2, readers=1, iterations=16, slots=16, size=4096)
+REPORT_RE = re.compile(r"sector (\d+): want ([0-9a-f]+), got ([0-9a-f]+)")
+
+
+def setup_one_cpu(vm, completions=TIMER_COMPLETIONS, variant: str = "buggy") -> None:
+    """null_blk (its completions as asked) and xform on it, in a VM whose share is ``work``."""
+    for name in ("xform", "null_blk"):
+        if vm.run(f"grep -q '^{name} ' /proc/modules", timeout=10).ok:
+            vm.rmmod(name)
+    vm.modprobe("null_blk", *NULL_BLK, *completions)
+    load(vm, variant, module=SHARED_MODULE)
+
+
+def first_report(result: Result) -> dict[str, int]:
+    """The first wrong sector blkstress reported on stderr: sector, want, got."""
+    m = REPORT_RE.search(result.stderr.decode(errors="replace"))
+    if m is None:
+        raise ValueError(f"blkstress reported no wrong sector: {result.output.strip()}")
+    return {"sector": int(m[1]), "want": int(m[2], 16), "got": int(m[3], 16)}
+
+
+def record_corruption(folder: Path, work: Path, *, attempts: int = 4,
+                      timeout: float = 300.0) -> dict:
+    """Record one run of the one-CPU workload that reads back wrong data, and replay it once.
+
+    Each attempt is a new recording in ``folder`` (boot, then the workload with seed 1, 2, …),
+    kept if its run read back wrong data and a replay of it, to the end, gives back exactly
+    what the run said (Replay.run_to_end). Returns the run's Result and seed, the replayed
+    output, how many recordings were made and how many of them diverged when replayed, and
+    the seconds the kept recording and its replay took.
+    """
+    from lab_vm import LabVM
+    from lab_vm.replay import Replay, ReplayDiverged
+
+    diverged = 0
+    for attempt in range(1, attempts + 1):
+        start = time.monotonic()
+        with LabVM(record=folder, share=work, name="ch03-record") as vm:
+            vm.modprobe("null_blk", *NULL_BLK, *TIMER_COMPLETIONS)
+            # xform and the workload in one command: every command a recorded guest waits for
+            # costs its replays time (about a second each here), and a backwards query replays
+            # from the snapshot taken at boot up to where it was asked, three times over.
+            result = vm.run(f"insmod {SHARED_MODULE.format(variant='buggy')} "
+                            f"lower=/dev/nullb0 && "
+                            f"{stress_command(**ONE_CPU, seed=attempt, program=SHARED_BLKSTRESS)}",
+                            timeout=timeout)
+        record_seconds = time.monotonic() - start
+        if result.status not in (0, 1):
+            raise RuntimeError(f"blkstress failed ({result.status}): {result.output.strip()}")
+        if result.status == 0:
+            continue
+        start = time.monotonic()
+        try:
+            with Replay(folder) as rp:
+                replayed = b"".join(rp.run_to_end(timeout=timeout).values()).decode()
+        except ReplayDiverged:
+            diverged += 1
+            continue
+        return {"result": result, "seed": attempt, "replayed": replayed, "recordings": attempt,
+                "diverged": diverged, "record_seconds": record_seconds,
+                "replay_seconds": time.monotonic() - start}
+    raise RuntimeError(f"{attempts} recordings: none read back wrong data and replayed "
+                       f"({diverged} diverged when replayed)")
+
+
+def keystream(pos: int, source: str) -> int:
+    """xform's keystream word for byte ``pos`` of the disk (xform_keystream() in ``source``,
+    with the default key that source sets): to check a value gdb found by hand."""
+    key = int(re.search(r"static unsigned int key = (\w+);", source)[1], 0)
+    return ((((pos >> 2) ^ key) * 0x9E3779B97F4A7C15) % (1 << 64)) >> 32
+
+
+def null_blk_dir() -> Path:
+    """Where the lab kernel's null_blk.ko is: for lx-symbols, so backtraces name its functions."""
+    from lab_vm.build.kernel import find_kernel
+
+    return find_kernel().module_path("null_blk").parent
+
+
+def reads(sector: int) -> str:
+    """gdb condition, in xform_submit_bio: the bio is a read that covers ``sector``."""
+    return (f"(bio->bi_opf & 0xff) == 0 && bio->bi_iter.bi_sector <= {sector} && "
+            f"{sector} < bio->bi_iter.bi_sector + (bio->bi_iter.bi_size >> 9)")
+
+
+def data_address(sector: int) -> str:
+    """gdb expression, in xform_submit_bio: the kernel address where ``sector``'s data goes.
+
+    The bio's current bio_vec gives the page and the offset in it; the kernel reaches every
+    page through its direct map (page_offset_base + frame number * 4096). Right for a sector
+    inside the bio's first segment, as in blkstress's page-aligned 4 KiB reads.
+    """
+    bv = "bio->bi_io_vec[bio->bi_iter.bi_idx]"
+    return (f"page_offset_base + ((unsigned long){bv}.bv_page - vmemmap_base) / "
+            f"sizeof(struct page) * 4096 + {bv}.bv_offset + bio->bi_iter.bi_bvec_done + "
+            f"({sector} - bio->bi_iter.bi_sector) * 512")
+
+
+def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
+           timeout: float = 120.0) -> dict:
+    """Replay ``folder``; find the bytes of ``sector`` that the reader saw; run back to their writer.
+
+    Returns what was found: the address, the reader, the value seen, the Stop at the writing
+    instruction (``old``/``new``), its backtrace, what the completion it belongs to was
+    completing, and how long the backwards query took.
+    """
+    from lab_vm.replay import Replay
+
+    found = {}
+    with Replay(folder) as rp, rp.debugger() as dbg:
+        # 1. Forwards to blkstress's first write (its modules are loaded by then): their symbols.
+        first = dbg.break_at("ksys_pwrite64")
+        dbg.cont(timeout=timeout)
+        dbg.delete(first)
+        dbg.load_module_symbols(drivers["buggy"], null_blk_dir())
+        # 2. On to where xform is handed the read of that sector: where will its data go?
+        read = dbg.break_at("xform_submit_bio")
+        dbg.execute(f"condition {read.number} {reads(sector)}")
+        dbg.cont(timeout=timeout)
+        dbg.delete(read)
+        found["address"] = dbg.evaluate(data_address(sector))
+        found["reader"] = dbg.evaluate("$lx_current().pid")
+        # 3. On to blkstress writing its report to stderr: the bytes are what it checked.
+        report = dbg.break_at("ksys_write")
+        dbg.execute(f"condition {report.number} fd == 2")
+        dbg.cont(timeout=timeout)
+        dbg.delete(report)
+        found["reporter"] = dbg.evaluate("$lx_current().pid")
+        word = f"*(unsigned int *){found['address']:#x}"
+        found["seen"] = dbg.evaluate(word)
+        # 4. Backwards, to the last instruction that wrote them.
+        start = time.monotonic()
+        found["stop"] = dbg.last_write(word, timeout=timeout)
+        found["seconds"] = time.monotonic() - start
+        found["backtrace"] = dbg.backtrace()
+        found["task"] = (dbg.evaluate("$lx_current().pid"), dbg.evaluate("$lx_current().comm"))
+        # The completion's own view: which read it completes, which position it used.
+        dbg.execute("frame function xform_read_end_io")
+        found["completing"] = dbg.evaluate("orig->bi_iter.bi_sector")
+        found["saved_iter"] = dbg.evaluate("xf.iter")
+    return found
+
+
+def completion_fields(offset: int) -> dict[str, str]:
+    """gdb expressions at the entry of xform_read_end_io (``offset``: of clone in xform_io)."""
+    return {"read of sector": f"((struct xform_io *)((char *)clone - {offset}))"
+                              "->orig->bi_iter.bi_sector",
+            "transformed at sector": "xf.iter.bi_sector",
+            "task interrupted": "$lx_current().pid"}
+
+
+def completions(vm, dbg, drivers: dict[str, Path], command: str | None = None, *,
+                timeout: float = 120.0):
+    """Every read completion of one blkstress run, in order; and the guest job, if one started.
+
+    Each completion is a tuple of the completion_fields(). ``vm`` is a replay (already on its
+    way: ``command`` None) or a running VM (``command`` is started; wait for the job once the
+    debugger is closed). Either way gdb stops at blkstress's first write, loads the modules'
+    symbols, then samples every xform_read_end_io until blkstress exits.
+    """
+    first = dbg.break_at("ksys_pwrite64")
+    job = vm.start(command) if command is not None else None
+    dbg.cont(timeout=timeout)
+    dbg.delete(first)
+    dbg.load_module_symbols(drivers["buggy"])
+    fields = completion_fields(dbg.evaluate("(unsigned long)&((struct xform_io *)0)->clone"))
+    dbg.break_at("do_group_exit")
+    records = dbg.sample("xform_read_end_io", list(fields.values()), count=100_000,
+                         timeout=timeout)
+    return [tuple(r[e] for e in fields.values()) for r in records], job
+
+
+def replayed_completions(folder: Path, drivers: dict[str, Path]) -> list[tuple]:
+    """completions() of a replay of the recording in ``folder``."""
+    from lab_vm.replay import Replay
+
+    with Replay(folder) as rp, rp.debugger() as dbg:
+        samples, _ = completions(rp, dbg, drivers)
+    return samples
+
+
+def ordinary_completions(work: Path, drivers: dict[str, Path], *, seed: int = 1,
+                         timeout: float = 120.0) -> tuple[list[tuple], Result]:
+    """completions() of the same workload in an ordinary, unrecorded one-CPU VM; its Result."""
+    from lab_vm import LabVM
+
+    with LabVM(cpus=1, share=work, gdb=True, name="ch03-ordinary") as vm:
+        setup_one_cpu(vm)
+        with vm.debugger() as dbg:
+            command = stress_command(**ONE_CPU, seed=seed, program=SHARED_BLKSTRESS)
+            samples, job = completions(vm, dbg, drivers, command, timeout=timeout)
+        return samples, job.wait(timeout=timeout)
+
+
+def differing(a: list, b: list) -> int:
+    """How many samples of two runs differ, position by position (a missing one differs)."""
+    return sum(x != y for x, y in zip_longest(a, b))
+
+
+def misplaced(samples: list[tuple]) -> int:
+    """Completions that transformed their data at another read's position."""
+    return sum(read != at for read, at, _ in samples)
+
+
+def backtrace_lines(frames: list[dict]) -> list[str]:
+    """A Debugger.backtrace() as gdb prints one: #n function(args) at file:line."""
+    lines = []
+    for n, frame in enumerate(frames):
+        args = ", ".join(f"{k}={v}" for k, v in frame["args"].items())
+        where = f"{Path(frame['file']).name}:{frame['line']}" if frame["file"] else "?"
+        lines.append(f"#{n:<2} {frame['function']}({args}) at {where}")
+    return lines
