@@ -201,8 +201,12 @@ class Debugger:
         return self.execute(f"lx-symbols {dirs}")
 
     # -- stopping and going ----------------------------------------------------------------
-    def break_at(self, location: str, *, temporary: bool = False):
-        """A breakpoint at a symbol or ``file:line``; a name that does not exist raises."""
+    def break_at(self, location: str, *, temporary: bool = False, condition: str | None = None):
+        """A breakpoint at a symbol or ``file:line``; a name that does not exist raises.
+
+        ``condition``: a C expression evaluated at each hit (``fd == 2``); the guest stops
+        only where it is true. A condition gdb cannot parse raises.
+        """
         self._check()
         try:
             bp = self._gdb.Breakpoint(location, temporary=temporary)
@@ -217,7 +221,18 @@ class Debugger:
                                 "the kernel (for a module: load it, then load_module_symbols)",
                                 command=location)
         self._breakpoints.append(bp)
+        if condition is not None:
+            # through pwntools' proxy, assigning bp.condition is silently lost: ask gdb itself
+            try:
+                self.execute(f"condition {bp.number} {condition}")
+            except DebuggerError:
+                self.delete(bp)
+                raise
         return bp
+
+    def select_frame(self, function: str) -> None:
+        """Make the innermost frame of ``function`` the one evaluate() looks at (its locals)."""
+        self.execute(f"frame function {function}")
 
     def watch(self, expression: str, *, access: str = "write"):
         """A hardware watchpoint on an expression (``access``: write, read or access)."""

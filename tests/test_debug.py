@@ -103,3 +103,17 @@ def test_two_debuggers_on_two_vms(built):
         with a.debugger() as da, b.debugger() as db:
             assert da.evaluate("jiffies") > 0 and db.evaluate("jiffies") > 0
             assert a.gdb_port != b.gdb_port
+
+
+def test_conditional_breakpoint_stops_only_where_true(dvm):
+    with dvm.debugger() as dbg:
+        dbg.break_at("ksys_write", condition="fd == 2")
+        # (`echo err >&2` would not do: the shell moves fd 2 onto fd 1 for a builtin)
+        job = dvm.start("echo out; ls /no/such/file")
+        dbg.cont(timeout=30)
+        assert dbg.evaluate("fd") == 2
+        dbg.select_frame("do_syscall_64")
+        assert dbg.where()["function"] == "ksys_write"      # where() is the innermost frame
+        with pytest.raises(DebuggerError):
+            dbg.break_at("ksys_read", condition="no_such_variable == 1")
+    assert b"no/such/file" in job.wait(timeout=30).stderr

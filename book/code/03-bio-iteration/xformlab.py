@@ -255,15 +255,13 @@ def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
         dbg.delete(first)
         dbg.load_module_symbols(drivers["buggy"], null_blk_dir())
         # 2. On to where xform is handed the read of that sector: where will its data go?
-        read = dbg.break_at("xform_submit_bio")
-        dbg.execute(f"condition {read.number} {reads(sector)}")
+        read = dbg.break_at("xform_submit_bio", condition=reads(sector))
         dbg.cont(timeout=timeout)
         dbg.delete(read)
         found["address"] = dbg.evaluate(data_address(sector))
         found["reader"] = dbg.evaluate("$lx_current().pid")
         # 3. On to blkstress writing its report to stderr: the bytes are what it checked.
-        report = dbg.break_at("ksys_write")
-        dbg.execute(f"condition {report.number} fd == 2")
+        report = dbg.break_at("ksys_write", condition="fd == 2")
         dbg.cont(timeout=timeout)
         dbg.delete(report)
         found["reporter"] = dbg.evaluate("$lx_current().pid")
@@ -276,7 +274,7 @@ def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
         found["backtrace"] = dbg.backtrace()
         found["task"] = (dbg.evaluate("$lx_current().pid"), dbg.evaluate("$lx_current().comm"))
         # The completion's own view: which read it completes, which position it used.
-        dbg.execute("frame function xform_read_end_io")
+        dbg.select_frame("xform_read_end_io")
         found["completing"] = dbg.evaluate("orig->bi_iter.bi_sector")
         found["saved_iter"] = dbg.evaluate("xf.iter")
     return found
