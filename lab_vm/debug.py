@@ -254,21 +254,12 @@ class Debugger:
 
     def cont(self, timeout: float = 30.0) -> Stop:
         """Let the guest run until it stops (a breakpoint, a watchpoint); return where."""
-        self.resume()
-        try:
-            self._wait_until(self._gdb.stopped.is_set, timeout,
-                             f"the guest did not stop within {timeout:g} s")
-        except GuestTimeout:
-            self.interrupt()
-            raise
-        self._gdb.stopped.clear()
-        self._running = False
-        return self.where()
+        return self._go("continue &", timeout, "the guest")
 
     # -- backwards (a Replay only: lab_vm.replay) ---------------------------------------------
     def reverse_step(self, timeout: float = 60.0) -> Stop:
         """Go back one instruction."""
-        return self._go("reverse-stepi &", timeout)
+        return self._go("reverse-stepi &", timeout, "reverse-stepi")
 
     def reverse_continue(self, timeout: float = 120.0) -> Stop:
         """Run backwards to the previous breakpoint or watchpoint hit (or the replay's start).
@@ -276,7 +267,7 @@ class Debugger:
         QEMU restarts from the nearest snapshot before here, replays forwards to
         find the last hit, and stops there.
         """
-        return self._go("reverse-continue &", timeout)
+        return self._go("reverse-continue &", timeout, "reverse-continue")
 
     def last_write(self, expression: str, *, timeout: float = 120.0) -> Stop:
         """The instruction that last wrote ``expression`` before here: a watchpoint, in reverse.
@@ -305,14 +296,12 @@ class Debugger:
         stop["old"], stop["new"] = old, new
         return stop
 
-    def _go(self, command: str, timeout: float) -> Stop:
-        self._check()
-        self._gdb.stopped.clear()
-        self.execute(command)
-        self._running = True
+    def _go(self, command: str, timeout: float, what: str) -> Stop:
+        """Start a background execution command, wait for the guest to stop, return where."""
+        self._start(command)
         try:
             self._wait_until(self._gdb.stopped.is_set, timeout,
-                             f"{command.rstrip(' &')} did not stop within {timeout:g} s")
+                             f"{what} did not stop within {timeout:g} s")
         except GuestTimeout:
             self.interrupt()
             raise
@@ -322,9 +311,12 @@ class Debugger:
 
     def resume(self) -> None:
         """Let the guest run on without waiting (e.g. to run commands in it)."""
+        self._start("continue &")
+
+    def _start(self, command: str) -> None:
         self._check()
         self._gdb.stopped.clear()
-        self.execute("continue &")
+        self.execute(command)
         self._running = True
 
     def interrupt(self, timeout: float = 10.0) -> Stop:
