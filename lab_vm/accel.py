@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 
 from . import paths
@@ -27,6 +28,17 @@ _memo: dict[str, tuple[str, str]] = {}
 def qemu_version(qemu: str = "qemu-system-x86_64") -> str:
     out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30)
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
+def qemu_identity(qemu: str = "qemu-system-x86_64") -> dict:
+    """What names one QEMU binary: its path, version, size and mtime (saved states, recordings)."""
+    found = shutil.which(qemu)
+    if found is None:
+        raise FileNotFoundError(qemu)
+    path = os.path.realpath(found)
+    st = os.stat(path)
+    return {"qemu": path, "qemu_version": qemu_version(qemu), "qemu_size": st.st_size,
+            "qemu_mtime_ns": st.st_mtime_ns}
 
 
 def kvm_device_problem() -> str | None:

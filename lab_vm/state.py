@@ -75,23 +75,13 @@ class StateError(RuntimeError):
 
 def key(vm) -> str:
     """The identity of a VM configuration, as far as a saved state is concerned."""
-    from .accel import qemu_version
+    from .accel import qemu_identity
 
-    qemu_path = os.path.realpath(_which(vm.qemu))
-    st = os.stat(qemu_path)
-    return cache.digest(RECIPE, vm.kernel.key, vm.initramfs.key, qemu_version(vm.qemu),
-                        qemu_path, st.st_size, st.st_mtime_ns, vm.accel, vm.memory, vm.cpus,
+    q = qemu_identity(vm.qemu)
+    return cache.digest(RECIPE, vm.kernel.key, vm.initramfs.key, q["qemu_version"], q["qemu"],
+                        q["qemu_size"], q["qemu_mtime_ns"], vm.accel, vm.memory, vm.cpus,
                         vm.firmware, vm.share is not None, *vm._boot_devices(), *vm.qemu_args,
                         vm.kernel_cmdline())
-
-
-def _which(program: str) -> str:
-    import shutil
-
-    found = shutil.which(program)
-    if found is None:
-        raise FileNotFoundError(program)
-    return found
 
 
 def path_for(state_key: str) -> Path:
