@@ -241,14 +241,25 @@ class PageFault:
     address: int          # the faulting address (what CR2 held)
     access: str           # "supervisor read access in kernel mode"
     reason: str           # "not-present page"
-    rip: str              # "peek_show+0x1d/0x40 [barview]"
-    call_trace: list[str]  # innermost first: ["dev_attr_show", "sysfs_kf_seq_show", ...]
+    rip: str              # "ioread32+0x9/0x2e"
+    call_trace: list[str]  # the callers, innermost first: ["peek_show", "dev_attr_show", ...]
+    guessed: set[str]     # names the unwinder marked "?" (found on the stack, not chained)
     lines: list[str]      # the oops from its BUG: line to the panic line
 
     @property
     def function(self) -> str:
-        """The function the faulting instruction is in: ``peek_show``."""
+        """The function the faulting instruction is in: ``ioread32``."""
         return self.rip.split("+")[0]
+
+    @property
+    def summary(self) -> list[str]:
+        """The lines a reader needs: BUG, #PF, Oops, the first RIP, and the panic."""
+        end = next((i for i, line in enumerate(self.lines) if line.startswith("---[ end")),
+                   len(self.lines))
+        keep = [line for line in self.lines[:end]
+                if line.startswith(("BUG:", "#PF:", "Oops:"))]
+        keep += [line for line in self.lines if line.startswith("RIP:")][:1]
+        return keep + [line for line in self.lines[end:] if line.startswith("Kernel panic")]
 
 
 def page_fault(console: str) -> PageFault | None:
@@ -262,6 +273,7 @@ def page_fault(console: str) -> PageFault | None:
     lines = [line.rstrip() for line in lines[:end + 1]]
     access = reason = rip = ""
     trace: list[str] = []
+    guessed: set[str] = set()
     in_trace = False
     for line in lines:
         stripped = line.strip()
@@ -281,7 +293,11 @@ def page_fault(console: str) -> PageFault | None:
             if not stripped or stripped.startswith(("Modules linked", "---[", "RIP:")):
                 in_trace = False
                 continue
+            # "? f": a return address found on the stack but not reached through the frame
+            # chain. Often stale; but a leaf like ioread32 builds no frame, so its caller
+            # shows this way too. Kept, and marked.
             name = stripped.lstrip("? ").split("+")[0]
-            if not stripped.startswith("?"):           # "? f": a stale stack word, not a frame
-                trace.append(name)
-    return PageFault(int(m[1], 16), access, reason, rip, trace, lines)
+            trace.append(name)
+            if stripped.startswith("?"):
+                guessed.add(name)
+    return PageFault(int(m[1], 16), access, reason, rip, trace, guessed, lines)

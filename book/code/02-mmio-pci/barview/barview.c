@@ -105,7 +105,7 @@ static struct pci_driver barview_driver = {
 	.name = KBUILD_MODNAME,
 	.id_table = barview_ids,
 	.probe = barview_probe,
-	.driver.dev_groups = barview_groups,
+	.dev_groups = barview_groups,
 };
 module_pci_driver(barview_driver);
 
