@@ -4,9 +4,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 from .errors import LabVMError
+
+
+def guest_command(words: list[str]) -> str:
+    """The shell command line for the guest from ``lab-vm run -- WORDS``, exactly as typed.
+
+    One word is a shell command line of its own (``lab-vm run -- 'ls | wc -l'``); several are
+    an argument vector, quoted so the guest's shell sees the same words
+    (``lab-vm run -- sh -c 'exit 42'`` exits 42).
+    """
+    if not words:
+        return "true"
+    if len(words) == 1:
+        return words[0]
+    return shlex.join(words)
 
 
 def cmd_build(args) -> int:
@@ -37,7 +52,7 @@ def cmd_build(args) -> int:
 def cmd_run(args) -> int:
     from .machine import LabVM
 
-    command = " ".join(args.command) if args.command else "true"
+    command = guest_command(args.command)
     with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
                devices=args.device, cold_boot=args.cold) as vm:
         result = vm.run(command, timeout=args.timeout)
@@ -85,7 +100,7 @@ def cmd_record(args) -> int:
     """Boot a recorded VM, run the command in it, keep the recording in the output folder."""
     from .machine import LabVM
 
-    command = " ".join(args.command) if args.command else "true"
+    command = guest_command(args.command)
     with LabVM(memory=args.memory, cpus=args.cpus, share=args.share, record=args.output) as vm:
         result = vm.run(command, timeout=args.timeout)
     sys.stdout.buffer.write(result.stdout)
@@ -200,7 +215,9 @@ def make_parser() -> argparse.ArgumentParser:
                        "exits with the command's status")
     vm_options(p)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds the command may take")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- CMD [ARG...]: one word is a shell command line, several are "
+                   "quoted as typed")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("shell", help="boot and open the guest console (leave with reboot -f)")

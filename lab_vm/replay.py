@@ -217,9 +217,13 @@ class Session:
             with open(vm.initramfs.path, "rb") as base:
                 shutil.copyfileobj(base, out)
             out.write(extra)     # the kernel unpacks concatenated archives in order
-        proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
-                               str(self.folder / "snapshots.qcow2"), SNAPSHOT_IMAGE_SIZE],
-                              capture_output=True, text=True, timeout=30)
+        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(self.folder / "snapshots.qcow2"),
+               SNAPSHOT_IMAGE_SIZE]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RecordingError(f"qemu-img could not run ({exc}): is qemu-utils installed? "
+                                 "run `scripts/setup`", command=cmd) from exc
         if proc.returncode != 0:
             raise RecordingError("qemu-img could not create the snapshot image",
                                  command=proc.args, status=proc.returncode, output=proc.stderr)
