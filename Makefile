@@ -1,11 +1,18 @@
 # The two commands of the README: `make book` and `make test`.
-.PHONY: setup test book bench lab clean-cache
+.PHONY: setup test check book bench lab clean-cache
 
 setup:
 	scripts/setup
 
 test: setup
+	.venv/bin/ruff check .
 	.venv/bin/pytest -q -ra tests
+
+# The fast tier, for a change in progress: the linter, the unit tests (no VM) and a few VM
+# smoke tests; under 3 minutes. `make test` (what CI runs) stays the whole suite.
+check: setup
+	.venv/bin/ruff check .
+	.venv/bin/pytest -q -ra -m "unit or smoke" tests
 
 book: setup
 	scripts/build-book

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -51,6 +53,7 @@ def test_guest_command_keeps_the_words_as_typed():
     assert guest_command(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
 
 
+@pytest.mark.smoke
 def test_run_passes_quoting_exit_status_and_signals_through(built):
     proc = lab_vm("run", "--", "sh", "-c", "exit 42")
     assert proc.returncode == 42, proc.stderr
