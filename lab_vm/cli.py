@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from .errors import LabVMError
+from .modes import SHARE_MOUNT
 
 
 def guest_command(words: list[str]) -> str:
@@ -160,6 +161,22 @@ def cmd_check(args) -> int:
     return 0 if report.full_marks else 1
 
 
+def cmd_notebooks(args) -> int:
+    """Make (or refresh) the working copies of the notebooks that `make lab` opens."""
+    from .workbench import Workbench
+
+    bench = Workbench()
+    changes = [bench.reset(args.reset)] if args.reset else bench.sync()
+    for change in changes:
+        if change.action != "kept" or args.verbose:
+            print(f"{change.action:8} {change.path}")
+    if not args.reset:
+        print(f"lab-vm: your notebooks are in {bench.work} (never overwritten; "
+              "`lab-vm notebooks --reset NAME` starts one afresh, keeping the old copy)",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import run_doctor
 
@@ -191,8 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="accelerator (auto probes KVM and falls back to TCG)")
         p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
         p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
-        p.add_argument("--share", metavar="DIR", help=f"host directory mounted in the guest "
-                       "at /mnt/share")
+        p.add_argument("--share", metavar="DIR", help="host directory mounted in the guest "
+                       f"at {SHARE_MOUNT}")
         p.add_argument("--device", action="append", default=[], metavar="DEV",
                        help="extra QEMU -device (repeatable), e.g. edu")
         p.add_argument("--cold", action="store_true",
@@ -236,7 +253,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
     p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
     p.add_argument("--share", metavar="DIR", help="host directory whose files the guest sees "
-                   "at /mnt/share (copied in: a recording cannot use a live share)")
+                   f"at {SHARE_MOUNT} (copied in: a recording cannot use a live share)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds the command may take")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
     p.set_defaults(func=cmd_record)
@@ -262,6 +279,12 @@ def make_parser() -> argparse.ArgumentParser:
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("notebooks", help="make your working copies of the notebooks "
+                       "(notebooks/mine/, never overwritten; a new upstream version goes beside)")
+    p.add_argument("--reset", metavar="NAME", help="start NAME's copy afresh (the old one is "
+                   "kept as a .backup-… file)")
+    p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
     p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb", "replay"],

@@ -58,6 +58,7 @@ import uuid
 from pathlib import Path
 
 from . import paths
+from .qemu_binary import qemu_identity
 from .build import cache
 
 LOG = logging.getLogger(__name__)
@@ -75,12 +76,11 @@ class StateError(RuntimeError):
 
 def key(vm) -> str:
     """The identity of a VM configuration, as far as a saved state is concerned."""
-    from .accel import qemu_identity
-
     q = qemu_identity(vm.qemu)
     return cache.digest(RECIPE, vm.kernel.key, vm.initramfs.key, q["qemu_version"], q["qemu"],
                         q["qemu_size"], q["qemu_mtime_ns"], vm.accel, vm.memory, vm.cpus,
-                        vm.firmware, vm.share is not None, *vm._boot_devices(), *vm.qemu_args,
+                        vm.firmware, vm.share is not None, *vm.boot_devices,
+                        *(["-icount", vm.icount] if vm.icount else []), *vm.qemu_args,
                         vm.kernel_cmdline())
 
 
@@ -291,11 +291,19 @@ MAX_AGE_DAYS = 21.0
 
 
 def mark_used(path: Path) -> None:
-    """Record that a state (or stripped kernel) was just used: pruning keeps recent ones."""
+    """Record that a state (or stripped kernel) was just used: pruning keeps recent ones.
+
+    The access time says it (set explicitly: file systems mounted relatime would not); the
+    modification time stays that of the save.
+    """
     try:
-        os.utime(path)
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))
     except OSError:
         pass
+
+
+def _last_used(st: os.stat_result) -> float:
+    return max(st.st_atime, st.st_mtime)
 
 
 def prune(*, keep: int = MAX_STATES, max_age_days: float = MAX_AGE_DAYS,
@@ -308,7 +316,7 @@ def prune(*, keep: int = MAX_STATES, max_age_days: float = MAX_AGE_DAYS,
     now = time.time() if now is None else now
     removed = []
     try:
-        entries = [(p, p.stat().st_mtime) for p in folder.iterdir()
+        entries = [(p, _last_used(p.stat())) for p in folder.iterdir()
                    if p.suffix == ".state" or (p.name.startswith("vmlinux-")
                                                and not p.name.endswith(".partial"))]
     except OSError:

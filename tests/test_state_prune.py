@@ -36,4 +36,5 @@ def test_mark_used_makes_a_state_recent(tmp_path, monkeypatch):
     p.write_bytes(b"x")
     os.utime(p, (0, 0))
     state.mark_used(p)
+    assert p.stat().st_mtime == 0                       # the save's time is kept
     assert state.prune(keep=5, max_age_days=21) == []
