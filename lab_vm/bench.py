@@ -62,8 +62,9 @@ def boot_profile(top: int = 8) -> dict:
 # The steps of a restore, as LabVM.restore_steps names their ends (see _median_restore).
 RESTORE_STEPS = (("qemu_start", "started"),   # QEMU runs, the agent's socket is connected
                  ("load", "loaded"),          # QMP up, device state loaded, guest running
-                 ("resume", "resumed"),       # the agent took the host's clock and seed
-                 ("mount", "ready"))          # the share is mounted (9p)
+                 ("resume", "resumed"),       # the agent took the host's clock and seed and
+                                              # mounted the share (9p), in one round trip
+                 ("ready", "ready"))          # devices without saved state are plugged in
 
 
 def _median_restore(restores: int) -> tuple[float, dict]:
