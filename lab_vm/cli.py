@@ -138,9 +138,11 @@ def cmd_check(args) -> int:
 
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()
-    print(f"lab-vm check: {lab.name}: building {tree} and running the "
-          f"{'public and hidden' if args.hidden else 'public'} tests", file=sys.stderr)
-    report = check(lab, tree, hidden=args.hidden)
+    print(f"lab-vm check: {lab.name}: "
+          f"{'importing' if lab.kind == 'python' else 'building'} {tree} and running the "
+          f"{'public and hidden' if args.hidden else 'public'} tests"
+          + (f" matching {', '.join(args.k)}" if args.k else ""), file=sys.stderr)
+    report = check(lab, tree, hidden=args.hidden, only=args.k)
     print(format_report(report))
     return 0 if report.full_marks else 1
 
@@ -244,6 +246,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
+    p.add_argument("-k", action="append", default=[], metavar="TEST",
+                   help="run only the tests whose name or title contains TEST (repeatable)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")

@@ -58,10 +58,11 @@ class Sandbox:
     """Run commands with ``work`` writable at :data:`INSIDE` and ``readonly`` trees visible."""
 
     def __init__(self, work: Path, *, readonly: Sequence[Path] = (),
-                 file_size: int = 64 << 20, memory: int = 2 << 30, tmp_size: int = 256 << 20,
+                 devices: Sequence[str] = (), file_size: int = 64 << 20, memory: int = 2 << 30, tmp_size: int = 256 << 20,
                  output_cap: int = 1 << 20) -> None:
         self.work = Path(work).resolve()
         self.readonly = [Path(p).resolve() for p in readonly]
+        self.devices = list(devices)      # host device nodes passed in (a VMM lab: /dev/kvm)
         self.file_size = file_size
         self.memory = memory
         self.tmp_size = tmp_size
@@ -81,6 +82,8 @@ class Sandbox:
                 cmd += ["--ro-bind", path, path]
         cmd += ["--dev", "/dev", "--proc", "/proc",
                 "--size", str(self.tmp_size), "--tmpfs", "/tmp"]
+        for device in self.devices:
+            cmd += ["--dev-bind", device, device]
         for tree in self.readonly:
             cmd += ["--ro-bind", str(tree), str(tree)]
         cmd += ["--bind", str(self.work), INSIDE, "--chdir", INSIDE]
