@@ -147,6 +147,23 @@ def cmd_check(args) -> int:
     return 0 if report.full_marks else 1
 
 
+def cmd_pack(args) -> int:
+    """Check the working copy builds and is not the skeleton; write the archive to hand in."""
+    from pathlib import Path
+
+    from .grading.lab import load_lab
+    from .grading.pack import pack
+
+    lab = load_lab(args.lab)
+    tree = Path(args.dir) if args.dir else lab.default_workdir()
+    output = Path(args.output or f"{lab.name}-submission.tar.gz")
+    print(f"lab-vm pack: {lab.name}: checking {tree}", file=sys.stderr)
+    packed = pack(lab, tree, output)
+    print(packed.listing())
+    print(f"hand in {packed.archive}: it is exactly what the grader takes")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import run_doctor
 
@@ -249,6 +266,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", action="append", default=[], metavar="TEST",
                    help="run only the tests whose name or title contains TEST (repeatable)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("pack", help="make the archive to hand in: the lab's source files only, "
+                       "checked to build and to differ from the skeleton")
+    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
+    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
+                   "sources, else its skeleton/)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the archive to write (default: ./<lab>-submission.tar.gz)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
     p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb", "replay"],

@@ -34,6 +34,10 @@ CRASHED, BROKEN, NO_KVM = 3, 4, 5
 REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip")
 
 
+class StudentRaised(Exception):
+    """answer() raised: the traceback, as text."""
+
+
 def assemble(source: Path, timeout: float = 20.0) -> bytes:
     """GNU as (``--32``, the source says ``.code16``) and ld to a flat binary at LOAD_AT."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,8 +75,23 @@ def run(uart_module, program: bytes, rx: bytes, *, max_exits: int, timeout: floa
     uart = uart_module.UART(rx)
     exits, last = 0, []
     stop, runaway = None, None
+    raised: list[str] = []
+
+    def on_read(exit):
+        # Your exception is kept as text and raised again once KVM_RUN's decoding is over:
+        # raised through TinyVM (or kept alive), its frames would pin TinyVM's views of the
+        # kvm_run page, and closing the VM would fail on top of it.
+        try:
+            got = uart_module.answer(uart, exit)
+            if not isinstance(got, int):
+                raise TypeError(f"answer() returned {got!r}, not an int")
+            return got
+        except Exception:
+            raised.append(traceback.format_exc())
+            return 0
+
     start = time.monotonic()
-    with TinyVM(on_read=lambda exit: uart_module.answer(uart, exit)) as vm:
+    with TinyVM(on_read=on_read) as vm:
         vm.load(program, at=LOAD_AT)
         while True:
             left = start + timeout - time.monotonic()
@@ -83,6 +102,8 @@ def run(uart_module, program: bytes, rx: bytes, *, max_exits: int, timeout: floa
             except RunawayGuest as exc:
                 runaway = f"{exc} after {exits} exits"
                 break
+            if raised:
+                raise StudentRaised(raised[0])
             exits += 1
             last = (last + [describe(exit)])[-5:]
             if verbose:
@@ -136,6 +157,9 @@ def main() -> int:
     except TinyVMError as exc:
         print(f"run_guest: the VMM failed: {exc}", file=sys.stderr)
         return NO_KVM
+    except StudentRaised as exc:
+        print(exc.args[0], file=sys.stderr, end="")
+        return CRASHED
     except Exception:
         traceback.print_exc()
         return CRASHED
