@@ -70,15 +70,30 @@ def cmd_gdb(args) -> int:
                f"target remote 127.0.0.1:{vm.enable_gdbstub()}"]
         if args.share:
             cmd += ["-ex", f"lx-symbols {vm.share}"]
+        job = None
+        if args.command:
+            # The guest is paused first, so the command runs at gdb's first `continue`: a
+            # breakpoint set before it in a module not loaded yet (pending; lx-symbols loads
+            # the module's symbols when it loads) catches its init and probe.
+            vm.qmp("stop")
+            job = vm.start(" ".join(args.command))
+            cmd += ["-ex", "set breakpoint pending on"]
         cmd.append(str(vm.kernel.vmlinux))
         print("lab-vm: the guest's commands: `lab-vm run` in another terminal is a separate VM; "
-              "leave gdb with `quit` (the VM stops with it).", file=sys.stderr)
+              "leave gdb with `quit` (the VM stops with it)."
+              + (f" `{' '.join(args.command)}` runs in the guest when you `continue`."
+                 if job else ""), file=sys.stderr)
         # Ctrl-C belongs to gdb (it interrupts the guest), not to us: ignore it while gdb runs.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return subprocess.run(cmd, env=gdb_environment()).returncode
+            status = subprocess.run(cmd, env=gdb_environment()).returncode
         finally:
             signal.signal(signal.SIGINT, old)
+        if job is not None and job.done:
+            result = job.wait(1)
+            print(f"lab-vm: `{job.command}` exited with status {result.status}", file=sys.stderr)
+            sys.stderr.write(result.output)
+        return status
 
 
 def cmd_record(args) -> int:
@@ -229,6 +244,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gdb", help="boot and open an interactive gdb on the guest kernel "
                        "(lx-* scripts loaded)")
     vm_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- CMD...: a guest command run at gdb's first `continue` (e.g. "
+                   "insmod /mnt/share/edu.ko with --share .)")
     p.set_defaults(func=cmd_gdb)
 
     p = sub.add_parser("record", help="boot under QEMU's record/replay, run one command, keep "
