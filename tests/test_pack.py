@@ -138,3 +138,29 @@ def test_every_handout_says_how_to_submit_and_how_to_debug():
                       if "`break " in line]
             source = (lab.solution / lab.sources[0]).read_text()
             assert breaks and all(f" {b}(" in source for b in breaks), lab.name
+
+
+@pytest.mark.slow
+def test_a_packed_module_lab_grades_as_its_working_copy(built, tmp_path):
+    # TODOs 1-5 of the edu driver done: probe, mapping, identification, liveness.
+    lab = load_lab(EDU)
+    handout = make_handout(lab, tmp_path / "handout").folder
+    (handout / "edu.c").write_text(skeleton_files(lab, reveal=5)["edu.c"])
+    packed = pack(load_lab(handout), handout, tmp_path / "packed.tar.gz")
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    shutil.copytree(handout, subs / "copy")
+    shutil.copy(packed.archive, subs / "packed.tar.gz")
+    out = tmp_path / "results"
+    tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
+    try:
+        proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out],
+                              capture_output=True, text=True, timeout=1200,
+                              env={**os.environ, "TMPDIR": str(tmp)})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "grades.csv") as f:
+        rows = {row.pop("student"): row for row in csv.DictReader(f)}
+    assert rows["copy"] == rows["packed"]
+    assert rows["copy"]["verdict"] == "ok" and 0 < int(rows["copy"]["total"]) < 120
