@@ -74,6 +74,7 @@ def test_pack_takes_only_the_sources_and_lists_them(handout):
     left_out = next(line for line in result.stdout.splitlines() if line.startswith("not incl"))
     assert "notes.txt" in left_out and "run_guest.py" in left_out and "pyc" not in left_out
     again = lab_vm("pack", ".", "-o", "out/again.tar.gz", cwd=handout)
+    assert again.returncode == 0, again.stderr
     assert (handout / "out/again.tar.gz").read_bytes() == \
         (handout / "out/hand-in.tar.gz").read_bytes()          # reproducible
 

@@ -55,10 +55,15 @@ def bwrap() -> str:
 
 
 class Sandbox:
-    """Run commands with ``work`` writable at :data:`INSIDE` and ``readonly`` trees visible."""
+    """Run commands with ``work`` writable at :data:`INSIDE` and ``readonly`` trees visible.
+
+    ``devices`` are host device nodes passed in as they are (``/dev/kvm`` for a VMM lab);
+    the sandbox's /dev otherwise holds only null, zero, random and the like.
+    """
 
     def __init__(self, work: Path, *, readonly: Sequence[Path] = (),
-                 devices: Sequence[str] = (), file_size: int = 64 << 20, memory: int = 2 << 30, tmp_size: int = 256 << 20,
+                 devices: Sequence[str] = (), file_size: int = 64 << 20,
+                 memory: int = 2 << 30, tmp_size: int = 256 << 20,
                  output_cap: int = 1 << 20) -> None:
         self.work = Path(work).resolve()
         self.readonly = [Path(p).resolve() for p in readonly]
