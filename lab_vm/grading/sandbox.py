@@ -7,9 +7,11 @@ links, the dynamic linker's cache), the trees the caller lends read-only (the
 kernel tree), a fresh ``/tmp`` and the one work folder it may write. So a
 ``#include "/root/..."`` finds nothing, other students' work and the lab's
 solution are not there, and nothing outside the work folder can be written.
-It has no network (its own empty network namespace), no capabilities, its own
-PID namespace (so killing it kills everything it started), rlimits on file size
-and memory, a wall-clock timeout and a cap on the output kept.
+A lab whose student code is a VMM (Python on the host, hostrun.py) also gets
+``/dev/kvm``, and no other device of the host. It has no network (its own empty
+network namespace), no capabilities, its own PID namespace (so killing it kills
+everything it started), rlimits on file size and memory, a wall-clock timeout
+and a cap on the output kept.
 """
 from __future__ import annotations
 
