@@ -95,13 +95,11 @@ class GuestRun:
     def halted(self) -> bool:
         return self.stop == "KVM_EXIT_HLT"
 
-    def reg(self, name: str, bits: int = 16) -> int:
-        """A register's low ``bits``: ``reg("bx")``, ``reg("bl", 8)``, ``reg("bh")``."""
-        if name.endswith("h") and name[0] in "abcd":
-            return self.regs[f"r{name[0]}x"] >> 8 & 0xFF
-        if name.endswith("l") and name[0] in "abcd" and len(name) == 2:
-            return self.regs[f"r{name[0]}x"] & 0xFF
-        return self.regs[f"r{name}" if not name.startswith("r") else name] & ((1 << bits) - 1)
+    def reg(self, name: str) -> int:
+        """A 16-bit register (``ax`` ... ``di``) or a byte of one (``al``, ``ah`` ... ``dh``)."""
+        if len(name) == 2 and name[0] in "abcd" and name[1] in "lh":
+            return self.regs[f"r{name[0]}x"] >> (8 if name[1] == "h" else 0) & 0xFF
+        return self.regs[f"r{name}"] & 0xFFFF
 
     def describe(self) -> str:
         """How the run ended and its last exits, for a failure message."""
@@ -238,8 +236,8 @@ def run_tests(lab: Lab, work: Path, runtime: Runtime, scratch: Path, tests: list
         start = time.monotonic()
         if start >= deadline:
             res.message = f"not run: the submission used up its {lab.submission_timeout:g} s"
-            verdict, detail = (verdict if verdict != R.OK else R.TIMEOUT), \
-                detail or f"the submission used up its {lab.submission_timeout:g} s"
+            if verdict == R.OK:
+                verdict, detail = R.TIMEOUT, res.message
             continue
         session = HostSession(lab, work, runtime, scratch,
                               deadline=min(start + (spec.timeout or lab.test_timeout), deadline))

@@ -75,7 +75,7 @@ def receive(t):
 def scratch(t):
     run = t.run(GUESTS / "scratch.S")
     halted(run)
-    got = (run.reg("bl", 8), run.reg("bh", 8), run.reg("cl", 8))
+    got = (run.reg("bl"), run.reg("bh"), run.reg("cl"))
     expect(got == (0xA5, 0x5A, 0x0F),
            "SCR read back {:#04x} then {:#04x} (wrote 0xa5, 0x5a); IER read back {:#04x} "
            "(wrote 0x0f)".format(*got),
@@ -90,7 +90,7 @@ def divisor_latch(t):
     halted(run)
     sent(run, b"A", "while LCR.DLAB (0x80) is set, a write to offset 0 sets DLL, it does not "
          "send (TODO 8); once DLAB is clear, offset 0 is THR again")
-    got = (run.reg("bx"), run.reg("cl", 8), run.reg("ch", 8))
+    got = (run.reg("bx"), run.reg("cl"), run.reg("ch"))
     expect(got == (12, 0x83, 0x03),
            "read back divisor {}, LCR {:#04x} then {:#04x}; wrote divisor 12, LCR 0x83 then "
            "0x03".format(*got),
@@ -103,7 +103,7 @@ def no_device(t):
     run = t.run(GUESTS / "nodevice.S")
     halted(run, "an OUT to a port that is not the UART's is ignored, and the VMM runs on "
            "(TODO 1)")
-    got = (run.reg("bl", 8), run.reg("si"), run.reg("di"))
+    got = (run.reg("bl"), run.reg("si"), run.reg("di"))
     expect(got == (0xFF, 0xFFFF, 0xFFFF),
            "in al from 0x2f8 gave {:#x}, in ax from 0x2f8 {:#x}, a word read at 0x9000 "
            "{:#x}; all should be all ones".format(*got),
@@ -143,9 +143,9 @@ done:	mov	$0x3f8, %dx		# RBR once more, with nothing received
     halted(run)
     sent(run, bytes(b ^ 0xFF for b in rx), "RBR must hand over every byte value, 0x00 included, "
          "in order")
-    expect((run.reg("cx"), run.reg("bl", 8), run.reg("bh", 8)) == (len(rx), 0, 0x60),
+    expect((run.reg("cx"), run.reg("bl"), run.reg("bh")) == (len(rx), 0, 0x60),
            f"after {len(rx)} bytes the guest counted {run.reg('cx')}; an empty RBR read "
-           f"{run.reg('bl', 8):#x} (want 0), LSR {run.reg('bh', 8):#x} (want 0x60)")
+           f"{run.reg('bl'):#x} (want 0), LSR {run.reg('bh'):#x} (want 0x60)")
 
 
 # Hidden: accesses wider than a byte, and a string OUT (one exit, many bytes).
@@ -176,7 +176,7 @@ text:	.ascii	"rep!\\n"
     halted(run)
     sent(run, b"rep!\n", "an OUT with count > 1 (rep outsb) carries count bytes in exit.data, "
          "each for the same port")
-    expect((run.reg("bl", 8), run.reg("di")) == (0xC3, 0x6000),
-           f"SCR after a word OUT read {run.reg('bl', 8):#x} (want 0xc3); a word IN at "
+    expect((run.reg("bl"), run.reg("di")) == (0xC3, 0x6000),
+           f"SCR after a word OUT read {run.reg('bl'):#x} (want 0xc3); a word IN at "
            f"offset 4 gave {run.reg('di'):#x} (want 0x6000: MCR 0, then LSR 0x60)",
            "split an access of exit.size bytes into bytes for port, port + 1, ...")
