@@ -165,3 +165,19 @@ def test_a_packed_module_lab_grades_as_its_working_copy(built, tmp_path):
         rows = {row.pop("student"): row for row in csv.DictReader(f)}
     assert rows["copy"] == rows["packed"]
     assert rows["copy"]["verdict"] == "ok" and 0 < int(rows["copy"]["total"]) < 120
+
+
+@pytest.mark.slow
+def test_the_handouts_gdb_recipe_stops_in_the_module(built, tmp_path):
+    # What labs/02-edu-driver/README.md's debugging section tells a student to type.
+    shutil.copy(EDU / "solution" / "edu.c", tmp_path)
+    shutil.copy(EDU / "solution" / "Kbuild", tmp_path)
+    assert lab_vm("module", ".", cwd=tmp_path).returncode == 0
+    script = "break edu_probe\ncontinue\nbt 1\ndelete\ncontinue &\nshell sleep 3\ninterrupt\nquit\n"
+    proc = subprocess.run([REPO / ".venv/bin/lab-vm", "gdb", "--share", ".", "--device", "edu",
+                           "--", "insmod", "/mnt/share/edu.ko"], cwd=tmp_path, input=script,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Breakpoint 1, edu_probe (pdev=" in out and "edu.c:" in out, out
+    assert "`insmod /mnt/share/edu.ko` exited with status 0" in out, out
