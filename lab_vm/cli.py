@@ -86,15 +86,30 @@ def cmd_gdb(args) -> int:
                f"target remote 127.0.0.1:{vm.enable_gdbstub()}"]
         if args.share:
             cmd += ["-ex", f"lx-symbols {vm.share}"]
+        job = None
+        if args.command:
+            # The guest is paused first, so the command runs at gdb's first `continue`: a
+            # breakpoint set before it in a module not loaded yet (pending; lx-symbols loads
+            # the module's symbols when it loads) catches its init and probe.
+            vm.qmp("stop")
+            job = vm.start(" ".join(args.command))
+            cmd += ["-ex", "set breakpoint pending on"]
         cmd.append(str(vm.kernel.vmlinux))
         print("lab-vm: the guest's commands: `lab-vm run` in another terminal is a separate VM; "
-              "leave gdb with `quit` (the VM stops with it).", file=sys.stderr)
+              "leave gdb with `quit` (the VM stops with it)."
+              + (f" `{' '.join(args.command)}` runs in the guest when you `continue`."
+                 if job else ""), file=sys.stderr)
         # Ctrl-C belongs to gdb (it interrupts the guest), not to us: ignore it while gdb runs.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return subprocess.run(cmd, env=gdb_environment()).returncode
+            status = subprocess.run(cmd, env=gdb_environment()).returncode
         finally:
             signal.signal(signal.SIGINT, old)
+        if job is not None and job.done:
+            result = job.wait(1)
+            print(f"lab-vm: `{job.command}` exited with status {result.status}", file=sys.stderr)
+            sys.stderr.write(result.output)
+        return status
 
 
 def cmd_record(args) -> int:
@@ -154,9 +169,11 @@ def cmd_check(args) -> int:
 
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()
-    print(f"lab-vm check: {lab.name}: building {tree} and running the "
-          f"{'public and hidden' if args.hidden else 'public'} tests", file=sys.stderr)
-    report = check(lab, tree, hidden=args.hidden)
+    print(f"lab-vm check: {lab.name}: "
+          f"{'importing' if lab.kind == 'python' else 'building'} {tree} and running the "
+          f"{'public and hidden' if args.hidden else 'public'} tests"
+          + (f" matching {', '.join(args.k)}" if args.k else ""), file=sys.stderr)
+    report = check(lab, tree, hidden=args.hidden, only=args.k)
     print(format_report(report))
     return 0 if report.full_marks else 1
 
@@ -174,6 +191,23 @@ def cmd_notebooks(args) -> int:
         print(f"lab-vm: your notebooks are in {bench.work} (never overwritten; "
               "`lab-vm notebooks --reset NAME` starts one afresh, keeping the old copy)",
               file=sys.stderr)
+    return 0
+
+
+def cmd_pack(args) -> int:
+    """Check the working copy builds and is not the skeleton; write the archive to hand in."""
+    from pathlib import Path
+
+    from .grading.lab import load_lab
+    from .grading.pack import pack
+
+    lab = load_lab(args.lab)
+    tree = Path(args.dir) if args.dir else lab.default_workdir()
+    output = Path(args.output or f"{lab.name}-submission.tar.gz")
+    print(f"lab-vm pack: {lab.name}: checking {tree}", file=sys.stderr)
+    packed = pack(lab, tree, output)
+    print(packed.listing())
+    print(f"hand in {packed.archive}: it is exactly what the grader takes")
     return 0
 
 
@@ -244,6 +278,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gdb", help="boot and open an interactive gdb on the guest kernel "
                        "(lx-* scripts loaded)")
     vm_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- CMD...: a guest command run at gdb's first `continue` (e.g. "
+                   "insmod /mnt/share/edu.ko with --share .)")
     p.set_defaults(func=cmd_gdb)
 
     p = sub.add_parser("record", help="boot under QEMU's record/replay, run one command, keep "
@@ -278,6 +315,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
+    p.add_argument("-k", action="append", default=[], metavar="TEST",
+                   help="run only the tests whose name or title contains TEST (repeatable)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("notebooks", help="make your working copies of the notebooks "
@@ -285,6 +324,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", metavar="NAME", help="start NAME's copy afresh (the old one is "
                    "kept as a .backup-… file)")
     p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("pack", help="make the archive to hand in: the lab's source files only, "
+                       "checked to build and to differ from the skeleton")
+    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
+    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
+                   "sources, else its skeleton/)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the archive to write (default: ./<lab>-submission.tar.gz)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
     p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb", "replay"],
