@@ -44,6 +44,7 @@ from .checker import TestFailure, TestSpec
 from .lab import Lab
 from .results import Report, TestResult, cap
 from .sandbox import INSIDE, Sandbox
+from .sources import NoModule, prepare
 
 LOG = logging.getLogger(__name__)
 KVM_DEVICE = "/dev/kvm"
@@ -271,7 +272,6 @@ def run_tests(lab: Lab, work: Path, runtime: Runtime, scratch: Path, tests: list
 def grade(lab: Lab, tree: Path, scratch: Path, tests: list[TestSpec], *,
           name: str = "grade") -> Report:
     """Grade the working copy ``tree`` of a Python lab (read only) into ``scratch``."""
-    from .runner import NoModule, prepare       # the steps both kinds share
 
     start = time.monotonic()
     deadline = start + lab.submission_timeout

@@ -5,7 +5,7 @@ a file that does not build, build products and editor files nobody asked for.
 ``pack`` avoids each one:
 
 1. it takes the lab's source files (``sources`` in lab.toml) from the working copy
-   by the grader's own rule (runner.find_sources), and nothing else;
+   by the grader's own rule (sources.find_sources), and nothing else;
 2. it refuses a copy whose sources are all still the skeleton as handed out;
 3. it builds them as the grader does, in the sandbox with the lab's own build
    files (a module lab: its Kbuild against the lab kernel; a Python lab: the
@@ -28,7 +28,8 @@ from . import hostrun
 from .archive import unpack
 from .handout import SKELETON_DIGESTS, _tarball, skeleton_files
 from .lab import Lab
-from .runner import NoModule, build, find_sources, prepare
+from .runner import build
+from .sources import NoModule, find_sources, prepare
 
 LOG = logging.getLogger(__name__)
 

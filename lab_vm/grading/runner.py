@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,52 +34,20 @@ from .checker import Session, TestFailure, TestSpec
 from .lab import Lab
 from .results import Report, TestResult, cap
 from .sandbox import INSIDE, Sandbox
+from .sources import NoModule, prepare
 
 LOG = logging.getLogger(__name__)
 GUEST_DIR = "/tmp/lab"           # where the module and the helpers go in the guest
-SEARCH_DEPTH = 4                 # how deep in a submission a source file is looked for
 CONSOLE_TAIL = 40                # console lines kept with a timeout
 # The first line of an oops report, which says what went wrong and where.
 OOPS_START = re.compile(r"BUG:|Oops|general protection fault|kernel BUG at|WARNING:|"
                         r"Unable to handle|invalid opcode|stack-protector|double fault")
 
 
-class NoModule(LabVMError):
-    """There is nothing to test: no source file, or the build made no module."""
-
-
 @dataclass
 class Built:
     ko: Path
     warnings: list[str]
-
-
-def find_sources(lab: Lab, tree: Path) -> dict[str, Path]:
-    """{name: path} of the lab's source files in ``tree`` (the shallowest wins; no links)."""
-    found: dict[str, Path] = {}
-    for name in lab.sources:
-        candidates = [p for p in tree.rglob(name)
-                      if p.is_file() and not p.is_symlink()
-                      and len(p.relative_to(tree).parts) <= SEARCH_DEPTH]
-        if candidates:
-            found[name] = min(candidates, key=lambda p: (len(p.parts), str(p)))
-    return found
-
-
-def prepare(lab: Lab, tree: Path, work: Path) -> None:
-    """Fill the empty ``work`` folder with the copy's sources and the lab's build files."""
-    sources = find_sources(lab, tree)
-    if not sources:
-        raise NoModule(f"no {', '.join(lab.sources)} found in the submission")
-    missing = [name for name in lab.sources if name not in sources]
-    if missing:
-        raise ModuleBuildError(f"the submission lacks {', '.join(missing)}",
-                               errors=[f"{name}: missing" for name in missing])
-    work.mkdir(parents=True, exist_ok=True)
-    for name, path in sources.items():
-        shutil.copyfile(path, work / name)       # contents only: no links, no modes
-    for name in lab.build:
-        shutil.copyfile(lab.build_file(name), work / name)
 
 
 def build(lab: Lab, work: Path, *, kernel: Kernel, timeout: float) -> Built:
