@@ -194,8 +194,16 @@ class _RemoteProtocol:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
         self.acks = True
+        # QEMU stops a running guest when a debugger connects and says so at once (T02):
+        # read that before asking anything, or every answer after it is off by one.
+        self.sock.settimeout(1.0)
+        try:
+            self._read_packet()
+        except TimeoutError:
+            pass                             # the guest was stopped already: nothing sent
+        self.sock.settimeout(timeout)
         self.request(b"qSupported:swbreak+")
-        if self.request(b"QStartNoAckMode") == b"OK":
+        if self.request(b"QStartNoAckMode") == b"OK":   # QEMU 7.2 does not: acks stay on
             self.acks = False
 
     def _read_packet(self) -> bytes:
