@@ -270,7 +270,8 @@ def _kprobe_rate(vm, seconds: float = 1.0) -> float:
 
 
 # The recorded workload: some reads and writes, a little CPU work, a few processes.
-REPLAY_WORKLOAD = "dd if=/dev/urandom bs=4k count=256 2>/dev/null | md5sum; ls -R /sys/block | wc -l"
+REPLAY_WORKLOAD = ("dd if=/dev/urandom bs=4k count=256 2>/dev/null | md5sum; "
+                   "ls -R /sys/block | wc -l")
 
 
 def replay_figures(runs: int = 3) -> dict:

@@ -39,7 +39,7 @@ from .qemu_binary import QEMU
 from .qmp import QMPConnection, QMPError
 from .recording import RecordMode
 from .trace import Trace, parse as parse_trace
-from .errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, QEMUExited,
+from .errors import (ConfigError, GuestPanic, LabVMError, QEMUExited,
                      VMError)
 
 LOG = logging.getLogger(__name__)

@@ -46,7 +46,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -249,7 +248,8 @@ class RecordMode(_RecordReplay):
                 "memory": vm.memory, "cpus": vm.cpus, "firmware": vm.firmware,
                 "append": vm.append, "qemu_args": vm.qemu_args,
                 "share": str(vm.share) if vm.share is not None else None,
-                "commands": commands, "ready_offset": self.ready_offset, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "commands": commands, "ready_offset": self.ready_offset,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seconds": round(time.monotonic() - self._started, 3),
                 "command_line": vm.last_command_line}
         tmp = self.folder / "recording.json.tmp"

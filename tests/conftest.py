@@ -46,8 +46,8 @@ def suite_processes(name: str) -> list[str]:
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test that needs the built lab VM (the ``built`` fixture, also through ``vm``
-    and the others) or is marked ``slow`` as ``vm``; the rest are ``unit``. `make check` runs the units and the few VM
-    tests marked ``smoke``."""
+    and the others) or is marked ``slow`` as ``vm``; the rest are ``unit``. `make check` runs
+    the units and the few VM tests marked ``smoke``."""
     for item in items:
         needs_vm = ("built" in getattr(item, "fixturenames", ())
                     or item.get_closest_marker("slow") is not None)

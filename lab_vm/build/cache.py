@@ -75,8 +75,9 @@ class Entry:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise BuildError(f"{lock_path} stayed locked for {timeout:.0f} s: another build "
-                                         "holds it (wait for it, or remove the lock if none runs)")
+                        raise BuildError(f"{lock_path} stayed locked for {timeout:.0f} s: another "
+                                         "build holds it (wait for it, or remove the lock if "
+                                         "none runs)") from None
                     LOG.info("waiting for another build of %s", self.path.name)
                     time.sleep(1.0)
             try:
