@@ -41,6 +41,7 @@ class Lab:
     build_timeout: float = 60.0      # seconds the module build may take
     submission_timeout: float = 180.0  # seconds for a whole submission, build included
     extra: dict = field(default_factory=dict, compare=False)
+    private_tests: Path | None = None  # an instructor's folder of check_*.py (with_private_tests)
 
     @property
     def solution(self) -> Path:
@@ -84,6 +85,9 @@ class Lab:
         specs = collect(self.load_checker())
         if not specs:
             raise ConfigError(f"{self.checker} defines no @test functions")
+        if self.private_tests is not None:
+            from .private import private_tests
+            specs += private_tests(self, [s.name for s in specs])
         return [s for s in specs if hidden or not s.hidden]
 
 
