@@ -134,7 +134,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
     if todo and (workers or scheduler):
         from .dask_pool import dask_client, grade_on_dask
         if not scheduler:
-            warm_up(lab)         # the local workers share this machine's saved state
+            warm_up(lab, kernel=kernel)  # the local workers share this machine's saved state
         with dask_client(workers=workers, scheduler=scheduler) as client:
             grade_on_dask(client, lab, kernel, todo, finished, lab_key=store.lab_key)
     elif todo:
@@ -153,7 +153,7 @@ def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
     scratch_root = Path(tempfile.mkdtemp(prefix="vmexit-grade-"))
     try:
         helpers = compile_helpers(lab, scratch_root / "helpers")
-        warm_up(lab)
+        warm_up(lab, kernel=kernel)
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}
@@ -167,12 +167,13 @@ def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
         shutil.rmtree(scratch_root, ignore_errors=True)
 
 
-def warm_up(lab: Lab) -> None:
+def warm_up(lab: Lab, *, kernel: Kernel | None = None) -> None:
     """Boot the grading VM once, alone, so that a saved booted state exists before two
     workers start: two first boots at once would both save the state, into the same file.
     (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
     try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory) as vm:
+        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory,
+                   kernel=kernel) as vm:
             vm.run("true", timeout=30, check=True)
     except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
         LOG.warning("the lab VM did not start for the warm-up: %s", exc)

@@ -156,7 +156,7 @@ def grade_task(lab: Lab, kernel: Kernel, lab_key: str, sub) -> dict:
                 helpers = state.helpers[lab_key] = compile_helpers(
                     lab, state.folder / f"helpers-{lab_key[:12]}")
             if not state.warm:
-                _warm_up_once(lab, warm_up)
+                _warm_up_once(lab, lambda lab: warm_up(lab, kernel=kernel))
                 state.warm = True
     except Exception as exc:            # noqa: BLE001 — the worker, not the student: say so
         LOG.exception("worker %s cannot grade", state.tag)
