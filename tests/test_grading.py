@@ -359,12 +359,19 @@ from lab_vm.grading.store import ResultStore, content_hash, lab_hash  # noqa: E4
 PRIVATE_CHECKER = '''\
 from lab_vm.grading import expect, test
 
+FIND = ("for d in /sys/bus/pci/devices/*; do "
+        '[ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ] && echo $d; done')
 
-@test(7, "the device node answers a read")
+
+@test(7, "7! through the driver")
 def private_read(t):
+    device = t.sh(FIND).text.split()[0]
     t.insmod()
-    expect(t.sh("cat /dev/edu >/dev/null").ok, "reading /dev/edu failed",
-           fix="implement read (TODO 8)")
+    wrote = t.write(f"{device}/factorial", "7")
+    expect(wrote.ok, f"writing 7 to factorial failed: {wrote.output.strip()}",
+           fix="factorial_store (TODO 9)")
+    got = t.read(f"{device}/factorial")
+    expect(got == "5040", f"7! reads {got!r}, not 5040", fix="factorial_show (TODO 10)")
     t.rmmod()
 
 
@@ -445,7 +452,7 @@ def test_private_tests_add_hidden_tests_after_the_labs_own(lab, tmp_path):
     # Handouts come from the repository's lab alone: nothing private goes in.
     handout = make_handout(graded, tmp_path / "handout")
     text = "\n".join(p.read_text() for p in handout.folder.rglob("*") if p.is_file())
-    assert "private_read" not in text and "device node answers" not in text
+    assert "private_read" not in text and "7! through the driver" not in text
     (private / "check_clash.py").write_text(PRIVATE_CHECKER.replace("def private_read",
                                                                     "def binds"))
     with pytest.raises(ConfigError, match="'binds' has the name of another test"):
@@ -500,3 +507,40 @@ def test_lms_sheet_and_feedback_zips_with_and_without_a_roster(lab, tmp_path):
     roster_csv.write_text("name,id\nx,y\n")
     with pytest.raises(ConfigError, match="'submission' and 'id'"):
         read_roster(roster_csv)
+
+
+@pytest.mark.slow
+def test_grade_with_private_tests_adds_their_points(lab, built, tmp_path, request):
+    private = tmp_path / "course-private"
+    private.mkdir()
+    (private / "check_more.py").write_text(PRIVATE_CHECKER)
+    subs = tmp_path / "submissions"
+    make_fixtures_of = {"solution": 130, "skeleton": 13}     # 120 + 7 + 3; 10 + 3
+    from grading_fixtures import KINDS
+    subs.mkdir()
+    for kind in make_fixtures_of:
+        KINDS[kind][0](subs, kind)
+    tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    out = tmp_path / "results"
+    proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out,
+                           "--private-tests", private], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert list(rows["solution"])[-5:] == ["private_read", "private_visible", "total", "max",
+                                           "verdict"]
+    assert {s: (int(r["total"]), int(r["max"])) for s, r in rows.items()} == \
+        {s: (total, 130) for s, total in make_fixtures_of.items()}
+    assert (int(rows["solution"]["private_read"]), int(rows["skeleton"]["private_read"])) == (7, 0)
+    feedback = (out / "feedback" / "skeleton.txt").read_text()
+    assert "7! through the driver (hidden)" in feedback and "Score: 13/130" in feedback
+    # The same run without them: the private points are gone, and every row is regraded.
+    proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0 and "grading 2 of 2" in proc.stderr, proc.stderr
+    with open(out / "grades.csv") as f:
+        assert {row["student"]: int(row["total"]) for row in csv.DictReader(f)} == \
+            {"solution": 120, "skeleton": 10}
