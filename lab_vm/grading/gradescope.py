@@ -104,7 +104,7 @@ def shipped(source: Path) -> tuple[Lab, Kernel]:
 
 def run(root: Path, source: Path) -> dict:
     """Grade ``root/submission`` into ``root/results/results.json``; returns that JSON."""
-    from .batch import Submission, grade_submission, warm_up
+    from .batch import Submission, grade_submission
     from .runner import compile_helpers
 
     start = time.monotonic()
@@ -114,7 +114,6 @@ def run(root: Path, source: Path) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="vmexit-gradescope-"))
     try:
         helpers = compile_helpers(lab, scratch / "helpers")
-        warm_up(lab, kernel=kernel)
         report = grade_submission(lab, Submission("submission", root / "submission"),
                                   scratch, kernel=kernel, helpers=helpers)
     finally:
@@ -203,7 +202,7 @@ def make_autograder(lab: Lab, out: Path, *, kernel: Kernel, repo: Path) -> dict:
                 EXECUTABLE if path.stat().st_mode & stat.S_IXUSR else 0o644)
         add(f"{SOURCE}/kernel/linux/vmlinux", vmlinux)
         add(f"{SOURCE}/kernel/{KERNEL_INFO}",
-            json.dumps({"key": kernel.key, "release": kernel.release(),
+            json.dumps({"key": kernel.key, "release": kernel.release,
                         "compiler": _config_value(tree / ".config", "CONFIG_CC_VERSION_TEXT")},
                        indent=1).encode())
         out.parent.mkdir(parents=True, exist_ok=True)
