@@ -55,6 +55,10 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     except ImportError as exc:
         raise ConfigError("grading on Dask needs the package `distributed` (requirements.txt):"
                           f" {exc}") from exc
+    if not LOG.isEnabledFor(logging.DEBUG):
+        # Importing distributed sets its loggers to INFO: each worker's start and stop, and
+        # a lost worker's warnings, which the batch's own lines already account for.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler:
         try:
             client = distributed.Client(scheduler, timeout=timeout)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import re
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from .results import Report
 
-LOG = logging.getLogger(__name__)
 SHEET = "lms-grades.csv"
 ZIPS = "feedback-zips"
 COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
@@ -121,8 +119,6 @@ def write_sheets(lab, graded: list[tuple[str, str, str, Report]], out: Path, *,
     for old in zips.iterdir():
         if old.name not in wanted:
             old.unlink()
-    for warning in warnings:
-        LOG.warning("%s", warning)
     return warnings
 
 

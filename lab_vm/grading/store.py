@@ -130,10 +130,13 @@ class ResultStore:
         write_atomic(self.rows / f"{name}.json", json.dumps(row, indent=1) + "\n")
 
     def prune(self, names: set[str]) -> None:
-        """Remove the rows and feedback of submissions no longer in the folder."""
+        """Remove the rows and feedback of submissions no longer in the folder, and the
+        temporary files of a writer that was killed mid-write."""
         for folder, suffix in ((self.rows, ".json"), (self.feedback, ".txt")):
             if folder.is_dir():
                 for path in folder.iterdir():
-                    if path.suffix == suffix and path.stem not in names:
+                    if path.name.startswith(".") and path.name.endswith(".tmp"):
+                        path.unlink()
+                    elif path.suffix == suffix and path.stem not in names:
                         LOG.info("removing %s: no such submission any more", path)
                         path.unlink()
