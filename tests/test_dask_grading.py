@@ -16,16 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import distributed
 import pytest
 
+from lab_vm.errors import ConfigError
 from lab_vm.grading.batch import grade_batch
 from lab_vm.grading.lab import load_lab
 from lab_vm.grading.reaper import tagged as _tagged
 
 from conftest import qemu_processes
 from grading_fixtures import LAB, make_submissions, solution
-
-distributed = pytest.importorskip("distributed")
 
 KINDS = ["solution", "compile-error", "skeleton", "panic-at-insmod"]
 
@@ -143,3 +143,15 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_grades_only_what_changed(buil
     assert outcome[missing] == _outcome(serial)[missing]
     assert outcome[changed.name][:2] == ("ok", 120)
     assert not qemu_processes(), "grading left QEMU running"
+
+
+def test_a_cluster_without_vm_workers_is_refused_before_grading(built, tmp_path):
+    """Tasks asking for a resource no worker has would wait forever: an error instead."""
+    make_submissions(tmp_path / "submissions", 1, ["solution"])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        with pytest.raises(ConfigError, match="offers the resource VM.*--resources VM=2"):
+            grade_batch(load_lab(LAB), tmp_path / "submissions", tmp_path / "out",
+                        scheduler=cluster.scheduler_address, progress=None)
+    assert list((tmp_path / "out" / "rows").glob("*")) == []

@@ -61,6 +61,12 @@ def discover(folder: Path) -> list[Submission]:
     return subs
 
 
+def grading_kernel() -> Kernel:
+    """The kernel submissions are built against and booted on: by scripts/grade, its Dask
+    workers and the Gradescope autograder alike (one place to change it)."""
+    return find_kernel()
+
+
 def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel,
                      helpers: dict[str, Path]) -> Report:
     """One submission → its Report; never raises (a grader failure is the verdict ``error``)."""
@@ -102,7 +108,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
                           "written to)")
     roster_map = read_roster(roster) if roster is not None else None
     bwrap()                              # fail before grading anything if a tool is missing
-    kernel = find_kernel()
+    kernel = grading_kernel()
     subs = discover(submissions)
     names = _feedback_files(subs)
     out.mkdir(parents=True, exist_ok=True)
