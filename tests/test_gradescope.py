@@ -17,7 +17,7 @@ from lab_vm.grading.memory import PeakMemory
 from lab_vm.grading.results import Report, TestResult
 
 from conftest import REPO
-from grading_fixtures import LAB, does_not_compile, solution
+from grading_fixtures import does_not_compile, solution
 
 GRADESCOPE_LIMIT = 768 * 2**20      # bytes: the default container's memory
 VISIBILITIES = {"visible", "hidden", "after_due_date", "after_published"}

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..build.kernel import Kernel
 from ..errors import ConfigError
@@ -40,6 +40,9 @@ from . import results as R
 from .lab import Lab
 from .reaper import ENV
 from .results import Report, TestResult
+
+if TYPE_CHECKING:
+    import distributed
 
 LOG = logging.getLogger(__name__)
 VM = "VM"                       # the abstract resource: VMs a worker may run at once
