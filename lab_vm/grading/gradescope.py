@@ -43,6 +43,7 @@ from . import results as R
 from .lab import LAB_FILE, Lab, load_lab
 from .private import with_private_tests
 from .results import Report, format_report
+from .sandbox import Sandbox
 
 LOG = logging.getLogger(__name__)
 SOURCE = "vmexit"                # the zip's folder (Gradescope unpacks it in /autograder/source)
@@ -102,6 +103,18 @@ def shipped(source: Path) -> tuple[Lab, Kernel]:
     return lab, Kernel(source / "kernel" / "linux", info["key"])
 
 
+def check_sandbox() -> None:
+    """Fail loudly if bubblewrap cannot make its namespaces here (a container may forbid
+    them): grading without the sandbox is not an option, and a build that fails for that
+    reason must not reach a student as their compile error."""
+    with tempfile.TemporaryDirectory(prefix="vmexit-sandbox-check-") as tmp:
+        result = Sandbox(Path(tmp)).run(["true"], timeout=60)
+    if result.status != 0:
+        raise SystemExit("the build sandbox (bubblewrap) cannot run in this container, so "
+                         "no submission can be graded safely: "
+                         f"{result.output.strip()[:500] or result.status}")
+
+
 def run(root: Path, source: Path) -> dict:
     """Grade ``root/submission`` into ``root/results/results.json``; returns that JSON."""
     from .batch import Submission, grade_submission
@@ -109,6 +122,7 @@ def run(root: Path, source: Path) -> dict:
 
     start = time.monotonic()
     lab, kernel = shipped(source)
+    check_sandbox()
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="vmexit-gradescope-"))
@@ -131,6 +145,7 @@ def prepare(source: Path) -> None:
     from .batch import warm_up
 
     lab, kernel = shipped(source)
+    check_sandbox()
     build_initramfs()
     warm_up(lab, kernel=kernel)
 
