@@ -118,7 +118,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
     graded: dict[Submission, Report] = {}
     for sub in subs:
         report = None if regrade else store.load(names[sub], sub.student, keys[sub])
-        if report is not None:
+        if report is not None and report.verdict != R.ERROR:   # the grader's failure: retry
             graded[sub] = report
     todo = [sub for sub in subs if sub not in graded]
     started = time.monotonic()

@@ -8,7 +8,8 @@ it finished. A row carries two keys: the hash of the submission's content and
 the hash of everything else its grade depends on (the lab's checker, build
 files, helpers and settings, the private tests, the kernel it was built
 against). A rerun into the same folder reuses a row whose keys both match and
-grades the rest, so it grades only what is missing or whose input changed.
+grades the rest, so it grades only what is missing or whose input changed (and what the
+grader itself failed on: batch.py retries the verdict ``error``).
 """
 from __future__ import annotations
 
