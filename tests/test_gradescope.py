@@ -84,6 +84,11 @@ def test_autograder_zip_holds_no_solution(autograder):
     assert "vmexit/kernel/linux/vmlinux" in names and "vmexit/kernel/linux/Module.symvers" in names
     setup = (root / "source" / "setup.sh").read_text()
     assert "Ubuntu 24.04" in setup and "libelf1t64" in setup and "gcc-12" in setup
+    for script in ("setup.sh", "run_autograder"):
+        assert os.access(root / "source" / script, os.X_OK)
+        syntax = subprocess.run(["bash", "-n", root / "source" / script], capture_output=True,
+                                text=True)
+        assert syntax.returncode == 0, syntax.stderr
     print(f"autograder.zip: {len(names)} files, {size / 1e6:.1f} MB")
 
 
