@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..machine import LabVM
 from . import results as R
 from .archive import ArchiveError, student_name, unpack
+from .hostrun import require_kvm
 from .lab import Lab
 from .results import Report, TestResult, format_report
 from .runner import compile_helpers, grade
@@ -61,13 +62,13 @@ def discover(folder: Path) -> list[Submission]:
     return subs
 
 
-def grading_kernel() -> Kernel:
-    """The kernel submissions are built against and booted on: by scripts/grade, its Dask
-    workers and the Gradescope autograder alike (one place to change it)."""
-    return find_kernel()
+def grading_kernel(lab: Lab) -> Kernel | None:
+    """The kernel submissions are built against and booted on (None: a Python lab has
+    none): by scripts/grade, its Dask workers and the Gradescope autograder alike."""
+    return find_kernel() if lab.kind == "module" else None
 
 
-def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel,
+def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel | None,
                      helpers: dict[str, Path]) -> Report:
     """One submission → its Report; never raises (a grader failure is the verdict ``error``)."""
     start = time.monotonic()
@@ -108,11 +109,13 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
                           "written to)")
     roster_map = read_roster(roster) if roster is not None else None
     bwrap()                              # fail before grading anything if a tool is missing
-    kernel = grading_kernel()
+    if lab.kind == "python":             # a VMM on the host: /dev/kvm, no kernel, no VM
+        require_kvm()
+    kernel = grading_kernel(lab)
     subs = discover(submissions)
     names = _feedback_files(subs)
     out.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(out, lab_hash(lab, kernel.key))
+    store = ResultStore(out, lab_hash(lab, kernel.key if kernel else "none"))
     store.prune({name for name in names.values()})
     keys = {sub: content_hash(sub.entry) for sub in subs}
     graded: dict[Submission, Report] = {}
@@ -139,7 +142,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
 
     if todo and (workers or scheduler):
         from .dask_pool import dask_client, grade_on_dask
-        if not scheduler:
+        if not scheduler and lab.kind == "module":
             warm_up(lab, kernel=kernel)  # the local workers share this machine's saved state
         with dask_client(workers=workers, scheduler=scheduler) as client:
             grade_on_dask(client, lab, kernel, todo, finished, lab_key=store.lab_key)
@@ -159,7 +162,8 @@ def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
     scratch_root = Path(tempfile.mkdtemp(prefix="vmexit-grade-"))
     try:
         helpers = compile_helpers(lab, scratch_root / "helpers")
-        warm_up(lab, kernel=kernel)
+        if lab.kind == "module":
+            warm_up(lab, kernel=kernel)
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}

@@ -91,7 +91,7 @@ def _check_resources(client, scheduler: str) -> None:
                           f"with `dask worker {scheduler} --resources {VM}=2` (VMs per machine)")
 
 
-def grade_on_dask(client, lab: Lab, kernel: Kernel, subs: list, finished: Callable,
+def grade_on_dask(client, lab: Lab, kernel: Kernel | None, subs: list, finished: Callable,
                   *, lab_key: str) -> None:
     """Grade ``subs`` on the cluster; call ``finished(sub, report)`` as each one ends."""
     import distributed
@@ -148,7 +148,7 @@ def _state() -> _WorkerState:
         return _STATE
 
 
-def grade_task(lab: Lab, kernel: Kernel, lab_key: str, sub) -> dict:
+def grade_task(lab: Lab, kernel: Kernel | None, lab_key: str, sub) -> dict:
     """The task: grade one submission on this worker; a plain dict of its Report."""
     from .batch import grade_submission, warm_up
     from .runner import compile_helpers
@@ -162,7 +162,7 @@ def grade_task(lab: Lab, kernel: Kernel, lab_key: str, sub) -> dict:
             if helpers is None:
                 helpers = state.helpers[lab_key] = compile_helpers(
                     lab, state.folder / f"helpers-{lab_key[:12]}")
-            if not state.warm:
+            if not state.warm and lab.kind == "module":
                 _warm_up_once(lab, lambda lab: warm_up(lab, kernel=kernel))
                 state.warm = True
     except Exception as exc:            # noqa: BLE001 — the worker, not the student: say so
@@ -177,8 +177,9 @@ def grade_task(lab: Lab, kernel: Kernel, lab_key: str, sub) -> dict:
     return grade_submission(lab, sub, scratch, kernel=kernel, helpers=helpers).to_dict()
 
 
-def _check_paths(lab: Lab, kernel: Kernel, sub) -> None:
-    missing = [str(p) for p in (sub.entry, lab.root, kernel.tree) if not os.path.lexists(p)]
+def _check_paths(lab: Lab, kernel: Kernel | None, sub) -> None:
+    paths = [sub.entry, lab.root] + ([kernel.tree] if kernel is not None else [])
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
         raise ConfigError(f"this worker does not see {', '.join(missing)}: Dask workers need "
                           "the submissions, the repository and the build cache at the same "
