@@ -102,7 +102,7 @@ def write_sheets(lab, graded: list[tuple[str, str, str, Report]], out: Path, *,
     zips = out / ZIPS
     zips.mkdir(exist_ok=True)
     wanted = set()
-    for sid, (who, _, files) in best.items():
+    for sid, (_, _, files) in best.items():
         if not files:
             continue
         name = f"{_safe(sid)}.zip"
