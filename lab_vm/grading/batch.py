@@ -16,35 +16,27 @@ import csv
 import io
 import json
 import logging
-import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from ..build.kernel import Kernel, find_kernel
 from ..errors import ConfigError
-from ..machine import LabVM
 from . import results as R
-from .archive import ArchiveError, student_name, unpack
+from .archive import student_name
 from .hostrun import require_kvm
 from .lab import Lab
-from .results import Report, TestResult, format_report
-from .runner import compile_helpers, grade
+from .results import Report, format_report
+from .runner import compile_helpers
 from .sandbox import bwrap
 from .sheets import RosterEntry, read_roster, write_sheets
 from .store import ResultStore, content_hash, lab_hash, write_atomic
+from .submission import Submission, grade_submission, safe_name, warm_up
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Submission:
-    student: str
-    entry: Path
 
 
 def discover(folder: Path) -> list[Submission]:
@@ -66,28 +58,6 @@ def grading_kernel(lab: Lab) -> Kernel | None:
     """The kernel submissions are built against and booted on (None: a Python lab has
     none): by scripts/grade, its Dask workers and the Gradescope autograder alike."""
     return find_kernel() if lab.kind == "module" else None
-
-
-def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel | None,
-                     helpers: dict[str, Path]) -> Report:
-    """One submission → its Report; never raises (a grader failure is the verdict ``error``)."""
-    start = time.monotonic()
-    blank = [TestResult(s.name, s.title, s.points, s.hidden) for s in lab.tests()]
-    scratch = Path(tempfile.mkdtemp(prefix=f"{_safe(sub.student)}-", dir=scratch_root))
-    try:
-        try:
-            unpack(sub.entry, scratch / "submission")
-        except ArchiveError as exc:
-            return Report(lab.name, R.BAD_ARCHIVE, blank, exc.message,
-                          duration=time.monotonic() - start)
-        return grade(lab, scratch / "submission", scratch, kernel=kernel, helpers=helpers,
-                     name=f"grade-{_safe(sub.student)}")
-    except Exception as exc:     # noqa: BLE001 — one submission must never stop the batch
-        LOG.exception("grading %s failed", sub.student)
-        return Report(lab.name, R.ERROR, blank, f"{type(exc).__name__}: {exc}",
-                      duration=time.monotonic() - start)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
@@ -177,18 +147,6 @@ def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
         shutil.rmtree(scratch_root, ignore_errors=True)
 
 
-def warm_up(lab: Lab, *, kernel: Kernel | None = None) -> None:
-    """Boot the grading VM once, alone, so that a saved booted state exists before two
-    workers start: two first boots at once would both save the state, into the same file.
-    (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
-    try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory,
-                   kernel=kernel) as vm:
-            vm.run("true", timeout=30, check=True)
-    except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
-        LOG.warning("the lab VM did not start for the warm-up: %s", exc)
-
-
 def feedback_text(lab: Lab, sub: Submission, report: Report) -> str:
     """What one student reads: the lab, the verdict, then the report ending in its score."""
     return (f"{lab.title} ({lab.name})\nstudent: {sub.student}\nverdict: {report.verdict}\n\n"
@@ -234,18 +192,13 @@ def _feedback_files(subs: list[Submission]) -> dict[Submission, str]:
     names: dict[Submission, str] = {}
     used: set[str] = set()
     for sub in subs:
-        base = name = _safe(sub.student)
+        base = name = safe_name(sub.student)
         n = 2
         while name.lower() in used:
             name, n = f"{base}-{n}", n + 1
         used.add(name.lower())
         names[sub] = name
     return names
-
-
-def _safe(name: str) -> str:
-    """A student name as a file name: no separators, no dot-files."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed"
 
 
 def _say(stream: TextIO | None, line: str) -> None:

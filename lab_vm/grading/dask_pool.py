@@ -12,7 +12,7 @@ A task whose worker dies is given to another worker by the scheduler; the
 results stream back to the machine that submitted them, which writes them
 (store.py) as they come.
 
-Inside a task, grading is what it is everywhere: :func:`batch.grade_submission`
+Inside a task, grading is what it is everywhere: :func:`submission.grade_submission`
 (safe unpack, sandboxed build, the module only in a fresh VM). Workers read the
 submissions, the lab and the kernel at the paths the submitting machine gave:
 on a cluster they need the same shared file system (home or /scratch over NFS,
@@ -40,6 +40,7 @@ from . import results as R
 from .lab import Lab
 from .reaper import ENV
 from .results import Report, TestResult
+from .submission import grade_submission, warm_up
 
 if TYPE_CHECKING:
     import distributed
@@ -150,7 +151,6 @@ def _state() -> _WorkerState:
 
 def grade_task(lab: Lab, kernel: Kernel | None, lab_key: str, sub) -> dict:
     """The task: grade one submission on this worker; a plain dict of its Report."""
-    from .batch import grade_submission, warm_up
     from .runner import compile_helpers
 
     state = _state()
@@ -188,7 +188,7 @@ def _check_paths(lab: Lab, kernel: Kernel | None, sub) -> None:
 
 def _warm_up_once(lab: Lab, warm_up: Callable[[Lab], None]) -> None:
     """Boot once before the first grading, one worker of a machine at a time: two first boots
-    at once would both save the booted state (batch.warm_up)."""
+    at once would both save the booted state (submission.warm_up)."""
     lock_path = cache_dir() / "grade-warm-up.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:

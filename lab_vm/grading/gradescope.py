@@ -17,7 +17,7 @@ submission is built against and booted on the same kernel as here. The image
 base is Ubuntu 24.04 (noble), Gradescope's newest; its GCC 12 is the major
 version Debian bookworm built the kernel with.
 
-Grading inside is :func:`batch.grade_submission`, as everywhere: safe unpack,
+Grading inside is :func:`submission.grade_submission`, as everywhere: safe unpack,
 the build in the bubblewrap sandbox, the module only inside the VM (TCG: the
 container has no /dev/kvm).
 """
@@ -117,7 +117,7 @@ def check_sandbox() -> None:
 
 def run(root: Path, source: Path) -> dict:
     """Grade ``root/submission`` into ``root/results/results.json``; returns that JSON."""
-    from .batch import Submission, grade_submission
+    from .submission import Submission, grade_submission
     from .runner import compile_helpers
 
     start = time.monotonic()
@@ -142,7 +142,7 @@ def run(root: Path, source: Path) -> dict:
 
 def prepare(source: Path) -> None:
     """At image build (setup.sh): the initramfs, and a booted guest saved for fast starts."""
-    from .batch import warm_up
+    from .submission import warm_up
 
     lab, kernel = shipped(source)
     check_sandbox()
