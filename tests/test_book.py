@@ -581,9 +581,14 @@ def png(width: int, height: int) -> bytes:
 
 
 def test_check_book_fails_on_broken_pages(tmp_path):
-    """check-book really looks: each broken page fails with its reason, the good one passes."""
+    """check-book really looks: each broken page fails with its reason, the good ones pass."""
+    figure = '<div class="cell tag_concept-figure"><div class="cell_output">{}</div></div>'
+    solution = '<div class="cell tag_solution"><div class="cell_output">{}</div></div>'
     pages = {
         "good": '<img src="ok.png"><p>fine</p>',
+        "figures": figure.format('<img src="ok.png">') + figure.format("<svg></svg>")
+                   + solution.format("<pre>120</pre>"),
+        "404": '<h1>Page not found</h1><img src="/vmexit/ok.png">',
         "missing-image": '<img src="nowhere.png">',
         "corrupt-image": '<img src="corrupt.png">',
         "cdn": '<script src="https://cdn.jsdelivr.net/npm/requirejs@2.3.8/require.js"></script>',
@@ -592,7 +597,12 @@ def test_check_book_fails_on_broken_pages(tmp_path):
                              '{"version_major": 2, "version_minor": 0, "model_id": "x"}</script>',
         "traceback": '<div class="output traceback"><pre>Traceback (most recent call last):'
                      "</pre></div>",
+        "off-prefix": '<link rel="stylesheet" href="/_static/theme.css">',
+        "figure-missing": figure.format("<pre>no picture</pre>"),
+        "solution-error": solution.format('<div class="output error"><pre>ValueError</pre>'
+                                          "</div>"),
     }
+    good = {"good", "figures", "404"}
     for name, body in pages.items():
         (tmp_path / f"{name}.html").write_text(f"<html><body>{body}</body></html>")
     (tmp_path / "ok.png").write_bytes(png(4, 3))
@@ -602,30 +612,229 @@ def test_check_book_fails_on_broken_pages(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     verdicts = {page: v.strip() for v, page in re.findall(r"^(ok|FAIL)\s+(\S+)\.html",
                                                           out.stdout, re.M)}
-    assert verdicts == {name: "ok" if name == "good" else "FAIL" for name in pages}, out.stdout
+    assert verdicts == {name: "ok" if name in good else "FAIL" for name in pages}, out.stdout
     for reason in ("image did not load: .*nowhere.png", "image did not load: .*corrupt.png",
                    "not local: https://cdn.jsdelivr.net", "widget placeholder text",
-                   "0 of 1 widgets rendered", "cell error output"):
+                   "0 of 1 widgets rendered", "cell error output",
+                   "request failed: HTTP 404 /_static/theme.css",
+                   "concept figure 1 shows no image", "solution 1 has error output",
+                   r"(?m)^ok\s+figures.html .*2 concept figures drawn, 1 solutions",
+                   r"(?m)^ok\s+\(a missing page\)\s+answered by the 404 page"):
         assert re.search(reason, out.stdout), (reason, out.stdout)
 
 
+# ---------------------------------------------------------------------------------------------
+# A small book, built by scripts/build-book with the real _config.yml (no lab VM: seconds):
+# its lab pages, 404 page and sitemap, the sub-path check and the PDF, and a drifted page.
+
+SMALL_CHAPTER = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+kernelspec: {name: python3, display_name: Python 3, language: python}
+---
+# A small chapter
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+from myst_nb import glue
+events = ["read", "write", "read"]      # the data a real chapter captures from the VM
+first = events[0]
+assert first == "read"                  # what the prose below says
+glue("first", first, display=False)
+```
+
+The first event is a {glue:text}`first`.
+
+```{code-cell} ipython3
+:tags: [concept-figure, hide-input]
+from lab_vm.diagram import dot
+dot("guestnode -> kvmnode -> qemunode;")
+```
+
+The exit path. The handout is {doc}`../labs/02-second`.
+
+## Exercises
+
+### Exercise 1: sort
+
+```{code-cell} ipython3
+:tags: [hide-cell, solution]
+print("solution", sorted(events))
+```
+"""
+
+
+def write_small_book(root: Path, chapter: str = SMALL_CHAPTER) -> dict[str, str]:
+    """A book (intro, one chapter) and two labs beside it in ROOT; returns build-book's env."""
+    book, labs = root / "book", root / "labs"
+    (book / "chapters").mkdir(parents=True)
+    shutil.copy(BOOK / "_config.yml", book)
+    shutil.copytree(BOOK / "_ext", book / "_ext")
+    toc = (BOOK / "_toc.yml").read_text()
+    toc = re.sub(r"(?ms)^  - caption: Chapters.*?(?=^  - caption: Labs)",
+                 "  - caption: Chapters\n    chapters:\n      - file: chapters/01-small\n", toc)
+    (book / "_toc.yml").write_text(re.sub(r"(?ms)^  - caption: Reference.*", "", toc))
+    (book / "intro.md").write_text("# A small book\n\nIt has {doc}`chapters/01-small`.\n")
+    (book / "chapters/01-small.md").write_text(chapter)
+    for name, title in (("01-first", "Lab 1: the first lab"), ("02-second", "Lab 2: a second")):
+        (labs / name).mkdir(parents=True)
+        (labs / name / "README.md").write_text(f"# {title}\n\nDo it.\n\n## Part\n\nMore.\n")
+    (labs / "03-no-handout").mkdir()                        # no README.md: no page
+    return {"VMEXIT_BOOK": str(book), "VMEXIT_LABS": str(labs)}
+
+
+def build_book(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([REPO / "scripts/build-book"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, **env})
+
+
+@pytest.fixture(scope="module")
+def small_book(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small-book")
+    env = write_small_book(root) | {"VMEXIT_BASEURL": "https://books.example.net/small"}
+    build = build_book(env)
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    return root / "book/_build/html"
+
+
+def test_small_book_has_lab_pages_a_404_page_and_a_sitemap(small_book):
+    labs = sorted(p.name for p in (small_book / "labs").glob("*.html"))
+    assert labs == ["01-first.html", "02-second.html"], labs
+    assert "Lab 1: the first lab" in (small_book / "labs/01-first.html").read_text()
+    chapter = (small_book / "chapters/01-small.html").read_text()
+    assert 'href="../labs/02-second.html"' in chapter, "the chapter's link to its lab page"
+    intro = (small_book / "intro.html").read_text()
+    assert re.search(r'caption-text">Labs<', intro), "no Labs part in the navigation"
+    # VMEXIT_BASEURL decides the sitemap's URLs and the 404 page's absolute links
+    sitemap = (small_book / "sitemap.xml").read_text()
+    locs = re.findall(r"<loc>(.*?)</loc>", sitemap)
+    assert "https://books.example.net/small/chapters/01-small.html" in locs, locs
+    assert "https://books.example.net/small/labs/02-second.html" in locs, locs
+    assert not any(re.search(r"/(404|search|genindex)\.html$", u) for u in locs), locs
+    notfound = (small_book / "404.html").read_text()
+    assert 'href="/small/_static/' in notfound and "Page not found" in notfound
+
+
+def test_small_book_loads_from_a_subpath_with_its_figure(small_book, tmp_path):
+    out = subprocess.run([REPO / "scripts/check-book", small_book, "--prefix", "/small/",
+                          "--screenshots", tmp_path], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"(?m)^ok\s+chapters/01-small.html\s+\(1 images loaded.*1 concept figures "
+                     r"drawn, 1 solutions without error", out.stdout), out.stdout
+    assert re.search(r"(?m)^ok\s+labs/01-first.html", out.stdout), out.stdout
+    assert "answered by the 404 page" in out.stdout
+
+
+def pdf_problems(pdf: Path, titles: list[str], tmp: Path) -> list[str]:
+    """What is wrong with the book's PDF: unrenderable pages, fewer pages than the book has,
+    a title missing from its text."""
+    info = subprocess.run(["pdfinfo", pdf], capture_output=True, text=True, check=True).stdout
+    count = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    problems = [] if count >= len(titles) else [f"{count} pages for {len(titles)} titles"]
+    subprocess.run(["pdftoppm", "-r", "12", "-png", pdf, tmp / "page"], check=True, timeout=600)
+    rendered = list(tmp.glob("page-*.png"))
+    if len(rendered) != count:
+        problems.append(f"pdftoppm rendered {len(rendered)} of {count} pages")
+    text = " ".join(subprocess.run(["pdftotext", pdf, "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    problems += [f"title not in the PDF's text: {t!r}" for t in titles
+                 if " ".join(t.split()) not in text]
+    return problems
+
+
+def page_title(page: Path) -> str:
+    """The page's own heading (the one with a permalink; the theme has an <h1> of its own)."""
+    import html
+    title = next(h for h in re.findall(r"<h1>(.*?)</h1>", page.read_text(), re.S)
+                 if 'class="headerlink"' in h)
+    title = re.sub(r'<a class="headerlink".*?</a>', "", title, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", title)).split())
+
+
+def test_small_book_as_one_pdf(small_book, tmp_path):
+    out = subprocess.run([REPO / "scripts/book-pdf", small_book, "-o", tmp_path / "book.pdf"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(4 pages of the book)" in out.stdout, out.stdout   # intro, chapter, two labs
+    titles = [page_title(small_book / p) for p in ("intro.html", "chapters/01-small.html",
+                                                   "labs/01-first.html", "labs/02-second.html")]
+    assert titles == ["A small book", "A small chapter", "Lab 1: the first lab",
+                      "Lab 2: a second"], titles
+    assert not pdf_problems(tmp_path / "book.pdf", titles, tmp_path)
+    text = subprocess.run(["pdftotext", tmp_path / "book.pdf", "-"], capture_output=True,
+                          text=True).stdout
+    # the Graphviz figure is in the PDF as drawn text, and the collapsed solution was opened
+    assert all(node in text for node in ("guestnode", "kvmnode", "qemunode")), text
+    assert "solution ['read', 'read', 'write']" in text, text
+    # and the check itself fails on a PDF that lacks a title
+    assert pdf_problems(tmp_path / "book.pdf", titles + ["A missing chapter"], tmp_path) == [
+        "title not in the PDF's text: 'A missing chapter'"]
+
+
+def test_a_narrated_result_that_drifts_from_its_data_fails_the_build(tmp_path):
+    """The chapter's cell asserts what its prose says (the first event is a read); when the
+    data changes under it, the build fails and names the page, rather than print a lie."""
+    drifted = SMALL_CHAPTER.replace('events = ["read", "write", "read"]',
+                                    'events = ["write", "read", "read"]')
+    assert drifted != SMALL_CHAPTER
+    build = build_book(write_small_book(tmp_path, drifted))
+    assert build.returncode != 0, build.stdout[-3000:]
+    log = build.stdout + build.stderr
+    assert "AssertionError" in log and "01-small" in log, log[-4000:]
+    assert re.search(r"tracebacks of the failed chapters:\s+\S+/reports/chapters/01-small"
+                     r"\.err\.log", build.stderr), build.stderr[-3000:]
+
+
+def built_chapter_counts(check_output: str) -> dict[str, tuple[int, int]]:
+    return {name: (int(f), int(s)) for name, f, s in re.findall(
+        r"^ok\s+chapters/(\S+)\.html\s+\(.*?(\d+) concept figures drawn, (\d+) solutions",
+        check_output, re.M)}
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_book_builds_and_renders():
-    """The CI's book check: build (reusing the jupyter-cache), then look at it in Chromium."""
+@pytest.mark.timeout(2400)
+def test_book_builds_and_renders(tmp_path):
+    """The CI's book check, on the one full build of the suite: build (reusing the
+    jupyter-cache), look at every page in Chromium from a sub-path, print it as one PDF."""
     build = subprocess.run([REPO / "scripts/build-book"], cwd=REPO, capture_output=True,
                            text=True)
     assert build.returncode == 0, build.stdout[-6000:] + build.stderr[-6000:]
     assert "chapter execution times" in build.stdout
     check = subprocess.run([REPO / "scripts/check-book"], cwd=REPO, capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=1200)
     assert check.returncode == 0, check.stdout + check.stderr
     seen = re.findall(r"^ok\s+chapters/\S+\s+\((\d+) images loaded, (\d+) widgets rendered",
                       check.stdout, re.M)
     assert seen and max(int(i) for i, _ in seen) >= 1 and max(int(w) for _, w in seen) >= 1, \
         f"no chapter showed a figure and a widget:\n{check.stdout}"
-    chapters = sorted((BOOK / "_build/html/chapters").glob("*.html"))   # those in _toc.yml
-    assert chapters
-    for chapter in chapters:
+    assert "answered by the 404 page" in check.stdout, check.stdout
+    html = BOOK / "_build/html"
+    chapters_built = sorted(html.glob("chapters/*.html"))   # those in _toc.yml
+    assert chapters_built
+    for chapter in chapters_built:
         shot = BOOK / "_build/screenshots" / f"chapters-{chapter.stem}.png"
         assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot {shot}"
+    # every solution cell ran and every concept figure is drawn: as many as the sources have
+    counts = built_chapter_counts(check.stdout)
+    for source in chapters():
+        cells = [tags for kind, _, tags in cells_and_headings(source.read_text())
+                 if kind == "cell"]
+        expected = (sum("concept-figure" in t for t in cells), sum("solution" in t for t in cells))
+        assert counts.get(source.stem) == expected, \
+            f"chapters/{source.name}: built (figures, solutions) {counts.get(source.stem)}, " \
+            f"source {expected}"
+    # each lab's handout is a page; the reference lists every public name; the sitemap
+    for readme in handouts():
+        assert (html / "labs" / f"{readme.parent.name}.html").is_file(), readme
+    listed = set(re.findall(r'id="(lab_vm[\w.]*)"', (html / "reference/lab-vm.html").read_text()))
+    assert not public_names_in_source() - listed, sorted(public_names_in_source() - listed)
+    locs = re.findall(r"<loc>(.*?)</loc>", (html / "sitemap.xml").read_text())
+    assert all(any(u.endswith(f"chapters/{c.name}") for u in locs) for c in chapters_built), locs
+    # make pdf: the whole book, every chapter's title in its text
+    pdf = subprocess.run([REPO / "scripts/book-pdf", "-o", tmp_path / "vmexit.pdf"], cwd=REPO,
+                         capture_output=True, text=True, timeout=1200)
+    assert pdf.returncode == 0, pdf.stdout + pdf.stderr
+    titles = [page_title(p) for p in chapters_built + sorted(html.glob("labs/*.html"))]
+    assert not pdf_problems(tmp_path / "vmexit.pdf", titles, tmp_path), \
+        pdf_problems(tmp_path / "vmexit.pdf", titles, tmp_path)
