@@ -45,12 +45,18 @@ def _binutils_version(timeout: float) -> str:
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
-def build_rom(name: str = "edu_probe", *, timeout: float = 60.0, force: bool = False) -> Rom:
-    """Assemble ``lab_vm/rom/<name>.S`` (or return the cached image for the same inputs)."""
-    source = ROM_DIR / f"{name}.S"
+def build_rom(name: str = "edu_probe", *, source: str | os.PathLike | None = None,
+              timeout: float = 60.0, force: bool = False) -> Rom:
+    """Assemble ``lab_vm/rom/<name>.S``, or the file ``source`` (a reader's variant of it);
+    the image is cached by the inputs' hash."""
+    if source is not None:
+        source = Path(source).resolve()
+        name = source.stem
+    else:
+        source = ROM_DIR / f"{name}.S"
     if not source.is_file():
         known = ", ".join(sorted(p.stem for p in ROM_DIR.glob("*.S")))
-        raise ConfigError(f"no ROM source {source} (known: {known})")
+        raise ConfigError(f"no ROM source {source} (lab_vm/rom has: {known})")
     key = cache.digest(RECIPE, source, _binutils_version(timeout), ROM_BASE)
     ent = cache.Entry(f"rom-{name}", key)
     rom = Rom(name, ent.path / f"{name}.bin", ent.path / f"{name}.elf", source, key)
