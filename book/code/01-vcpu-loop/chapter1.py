@@ -39,16 +39,19 @@ def c_function(path: Path, name: str) -> str:
     raise LookupError(f"no definition of {name}() in {path}")
 
 
-def excerpt(text: str, start: str, end: str, *, after: str | None = None) -> str:
+def excerpt(text: str, start: str, end: str, *, after: str | None = None,
+            dedent: bool = True) -> str:
     """The lines from the first one containing ``start`` (after one containing ``after``, if
-    given) to the next one containing ``end``, inclusive."""
+    given) to the next one containing ``end``, inclusive; ``dedent=False`` keeps the
+    indentation (for pieces of one function shown together)."""
     lines = text.splitlines()
     i = 0
     if after is not None:
         i = next(n for n, line in enumerate(lines) if after in line)
     first = next(n for n in range(i, len(lines)) if start in lines[n])
     last = next(n for n in range(first + 1, len(lines)) if end in lines[n])
-    return textwrap.dedent("\n".join(lines[first:last + 1]))
+    piece = "\n".join(lines[first:last + 1])
+    return textwrap.dedent(piece) if dedent else piece
 
 
 def rst_note(path: Path, containing: str) -> str:
@@ -157,6 +160,8 @@ def exit_path_figure(tcg: list[dict], kvm: list[dict], device: str = "edu_mmio_r
 def kvm_loop_figure(counts: dict[str, int], halt_exits: int):
     """QEMU's KVM vCPU loop as a state diagram, edges labelled with the exits one run made."""
     io, mmio = counts.get("KVM_EXIT_IO", 0), counts.get("KVM_EXIT_MMIO", 0)
+    exits = label(f"KVM_EXIT_IO ×{io}\nKVM_EXIT_MMIO ×{mmio}")
+    leaves = label(f"returns: stop, kick, debug;\nKVM_EXIT_HLT ×{halt_exits}\nwith kernel-irqchip=off")
     body = f'''
 rankdir=LR;
 subgraph cluster_thread {{ label="vCPU thread (kvm_vcpu_thread_fn)"; style="rounded,dashed";
@@ -169,9 +174,9 @@ subgraph cluster_kernel {{ label="host kernel (KVM)"; style="rounded,dashed";
 }}
 wait -> exec [label="cpu_can_run()"];
 exec -> run [label="enter guest"];
-run -> exec [label={label(f"KVM_EXIT_IO ×{io}\nKVM_EXIT_MMIO ×{mmio}")}];
+run -> exec [label={exits}];
 exec -> dev [label="IO / MMIO"];
 dev -> exec [label="ret = 0: loop"];
-exec -> wait [label={label(f"returns: stop, kick, debug,\nKVM_EXIT_HLT (×{halt_exits} here)")}];
+exec -> wait [label={leaves}];
 '''
     return dot(body)
