@@ -148,13 +148,18 @@ class RomGuest:
                 cmd, stdin=subprocess.PIPE if self.paused else subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         # QEMU opens the debug console's file once its devices exist: that means "started".
+        # (A failure here ends QEMU: __exit__ does not run when __enter__ raises.)
         deadline = time.monotonic() + timeout
-        while not (self._tmp / "debugcon.out").exists():
-            self.check_health()
-            if time.monotonic() > deadline:
-                raise GuestTimeout(f"{self.name}: QEMU did not start within {timeout:g} s",
-                                   output=self.qemu_log)
-            time.sleep(0.005)
+        try:
+            while not (self._tmp / "debugcon.out").exists():
+                self.check_health()
+                if time.monotonic() > deadline:
+                    raise GuestTimeout(f"{self.name}: QEMU did not start within {timeout:g} s",
+                                       output=self.qemu_log)
+                time.sleep(0.005)
+        except BaseException:
+            self.shutdown()
+            raise
 
     def unpause(self) -> None:
         """Let a guest started with ``paused=True`` run (QMP ``cont``; returns at once).

@@ -136,3 +136,20 @@ def test_a_halted_vcpu_sleeps_in_kvm_run_or_in_qemu_wait_io_event(rom, qemu_debu
         where[irqchip] = [f["function"] for f in stacks["CPU 0/KVM"]]
     assert "kvm_cpu_exec" in where[True] and "qemu_wait_io_event" not in where[True]
     assert "qemu_wait_io_event" in where[False] and "kvm_cpu_exec" not in where[False]
+
+
+# --- the built book -------------------------------------------------------------------------
+
+def test_the_built_chapter_shows_the_live_kvm_backtrace_beside_tcg():
+    """After `make book` (test_book builds it earlier in the same run): chapter 1's page has
+    the KVM and TCG backtraces of the ROM's edu read, from the build."""
+    from conftest import REPO
+
+    page = REPO / "book/_build/html/chapters/01-vcpu-loop.html"
+    source = REPO / "book/chapters/01-vcpu-loop.md"
+    if not page.exists() or page.stat().st_mtime < source.stat().st_mtime:
+        pytest.skip("the book is not built from the current chapter 1 (make book)")
+    html = page.read_text()
+    assert "edu_mmio_read" in html and "cpu_exec" in html and "differs" in html
+    if KVM_PROBLEM is None:
+        assert "kvm_cpu_exec" in html and "CPU 0/KVM" in html
