@@ -24,6 +24,7 @@ where Linux cannot boot under KVM).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from .errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 60.0      # gdb reads the debug QEMU's symbols first (a 44 MB binary)
+GDB_EXIT_TIMEOUT = 10.0    # gdb needs about 2 s to exit once ended (and init to reap it)
 # QEMU uses these signals internally (vCPU kicks, coroutines, timers): gdb must pass them on
 # silently, or every one of them would look like a stop.
 QUIET_SIGNALS = "SIGUSR1 SIGUSR2 SIGPIPE SIGALRM SIGIO SIGCHLD"
@@ -55,13 +57,16 @@ class Hit:
 
     ``frames``: the QEMU call stack, innermost first (dicts with ``function``,
     ``file``, ``line``, ``pc``, ``args``); ``latency``: seconds from letting
-    QEMU run to the stop; ``job``: the guest command, still running (frozen).
+    QEMU run to the stop; ``job``: the guest command, still running (frozen),
+    or None for a RomGuest; ``thread``: the name of the QEMU thread that hit it
+    (``CPU 0/KVM``, ``CPU 0/TCG``).
     """
 
     stop: Stop
     frames: list[dict]
     latency: float
-    job: Job = field(repr=False)
+    job: Job | None = field(repr=False)
+    thread: str = ""
 
     @property
     def functions(self) -> list[str]:
@@ -192,6 +197,22 @@ class QemuDebugger(Debugger):
         """
         self.detach()
         return hit.job.wait(timeout) if hit.job is not None else None
+
+    def close(self) -> None:
+        """End the session (see Debugger.close), then wait until gdb itself has exited.
+
+        gdb takes a moment to finish after it is told to quit; waiting here means that
+        when the ``with`` block ends, no gdb of ours is left on the host.
+        """
+        gdb_pid = self._pid
+        super().close()
+        if gdb_pid is not None:
+            deadline = time.monotonic() + GDB_EXIT_TIMEOUT
+            while os.path.exists(f"/proc/{gdb_pid}") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(f"/proc/{gdb_pid}"):
+                LOG.warning("gdb (pid %d) still exists %g s after it was ended", gdb_pid,
+                            GDB_EXIT_TIMEOUT)
 
     def detach(self) -> None:
         """Let QEMU run free of gdb (QEMU must be stopped); the session is then over."""

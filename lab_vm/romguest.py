@@ -120,7 +120,8 @@ class RomGuest:
     def command_line(self) -> list[str]:
         assert self._tmp is not None
         accel = self.accel + ("" if self.kernel_irqchip else ",kernel-irqchip=off")
-        cmd = [self.qemu, "-name", self.name, "-machine", "pc", "-accel", accel,
+        # debug-threads=on: QEMU names its threads ("CPU 0/KVM"), which gdb then shows
+        cmd = [self.qemu, "-name", f"{self.name},debug-threads=on", "-machine", "pc", "-accel", accel,
                "-m", str(self.memory), "-nodefaults", "-display", "none", "-no-user-config",
                "-bios", str(self.rom.path),
                "-chardev", f"file,id=debugcon,path={self._tmp / 'debugcon.out'}",
