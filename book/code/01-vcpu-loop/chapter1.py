@@ -42,14 +42,14 @@ def c_function(path: Path, name: str) -> str:
 def excerpt(text: str, start: str, end: str, *, after: str | None = None,
             dedent: bool = True) -> str:
     """The lines from the first one containing ``start`` (after one containing ``after``, if
-    given) to the next one containing ``end``, inclusive; ``dedent=False`` keeps the
+    given) to the first one from there containing ``end``, inclusive; ``dedent=False`` keeps the
     indentation (for pieces of one function shown together)."""
     lines = text.splitlines()
     i = 0
     if after is not None:
         i = next(n for n, line in enumerate(lines) if after in line)
     first = next(n for n in range(i, len(lines)) if start in lines[n])
-    last = next(n for n in range(first + 1, len(lines)) if end in lines[n])
+    last = next(n for n in range(first, len(lines)) if end in lines[n])
     piece = "\n".join(lines[first:last + 1])
     return textwrap.dedent(piece) if dedent else piece
 
