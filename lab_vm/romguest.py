@@ -36,6 +36,7 @@ from typing import Sequence
 
 from .build.rom import Rom
 from .errors import ConfigError, GuestTimeout, QEMUExited, VMError
+from .machine import _die_with_parent
 from .tinyvmm import EXIT_REASONS, kvm_problem
 from .trace import parse as parse_trace
 
@@ -147,7 +148,8 @@ class RomGuest:
         with open(self._tmp / "qemu.log", "wb") as log:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE if self.paused else subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent())   # a killed notebook kernel takes QEMU along
         # QEMU opens the debug console's file once its devices exist: that means "started".
         # (A failure here ends QEMU: __exit__ does not run when __enter__ raises.)
         deadline = time.monotonic() + timeout
@@ -251,7 +253,11 @@ class RomGuest:
             raise QEMUExited(f"{self.name}: QEMU exited with status {self._proc.returncode}",
                              status=self._proc.returncode, output=self.qemu_log)
 
-    def _debugger_closed(self, dbg) -> None:
+    def debugger_opened(self, dbg) -> None:
+        """A debugger attached to this QEMU (closed by shutdown if still open)."""
+        self._debuggers.append(dbg)
+
+    def debugger_closed(self, dbg) -> None:
         if dbg in self._debuggers:
             self._debuggers.remove(dbg)
 
