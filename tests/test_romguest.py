@@ -77,6 +77,15 @@ def test_no_kvm_is_refused_with_the_probes_reason(rom, monkeypatch):
         RomGuest(rom, accel="kvm")
 
 
+def test_a_rom_that_never_finishes_times_out_with_what_it_printed(rom):
+    from lab_vm.errors import GuestTimeout
+
+    with RomGuest(rom, accel="tcg", devices=()) as guest:      # no edu on the bus
+        with pytest.raises(GuestTimeout, match="no edu device on bus 0"):
+            guest.wait_done(timeout=2)
+    assert not guest.running
+
+
 def test_a_qemu_that_cannot_start_says_why_and_leaves_nothing(rom):
     guest = RomGuest(rom, accel="tcg", devices=["no-such-device"])
     with pytest.raises(QEMUExited, match="exited") as info:
