@@ -127,11 +127,13 @@ def side_by_side(frames_a: list[dict], frames_b: list[dict], titles: tuple[str, 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def exit_path_figure(tcg: list[dict], kvm: list[dict], device: str = "edu_mmio_read"):
+def exit_path_figure(tcg: list[dict], kvm: list[dict] | None, device: str = "edu_mmio_read"):
     """The two call paths from the vCPU thread to the device callback, from the backtraces:
-    shared frames once, each accelerator's own frames in its colour."""
-    tcg_f, kvm_f = functions(tcg)[::-1], functions(kvm)[::-1]       # outermost first
-    shared = set(tcg_f) & set(kvm_f)
+    shared frames once, each accelerator's own frames in its colour (``kvm=None``: TCG's
+    path alone, where KVM could not run)."""
+    tcg_f = functions(tcg)[::-1]                                     # outermost first
+    kvm_f = functions(kvm)[::-1] if kvm else []
+    shared = set(tcg_f) & set(kvm_f) if kvm_f else set()
     body = ['rankdir=TB;',
             'guest [label="guest instruction\\nmov 0xe0000000, %eax" shape=ellipse];']
     colours = {"TCG": "#1f77b4", "KVM": "#d62728"}
@@ -144,9 +146,10 @@ def exit_path_figure(tcg: list[dict], kvm: list[dict], device: str = "edu_mmio_r
                             f'fontcolor="{colours[accel]}"];')
         for a, b in zip(path, path[1:]):
             body.append(f'{label(a)} -> {label(b)} [color="{colours[accel]}"];')
-    body.append(f'guest -> {label(kvm_f[kvm_f.index("kvm_cpu_exec")])} [style=dashed '
-                f'color="{colours["KVM"]}" label="KVM_RUN returns\\nKVM_EXIT_MMIO" '
-                f'fontcolor="{colours["KVM"]}"];')
+    if "kvm_cpu_exec" in kvm_f:
+        body.append(f'guest -> {label("kvm_cpu_exec")} [style=dashed '
+                    f'color="{colours["KVM"]}" label="KVM_RUN returns\\nKVM_EXIT_MMIO" '
+                    f'fontcolor="{colours["KVM"]}"];')
     generated = next((n for n in tcg_f if n == "code_gen_buffer" or n == "??"), None)
     if generated:
         body.append(f'guest -> {label(generated)} [style=dashed color="{colours["TCG"]}" '
