@@ -122,7 +122,8 @@ class RomGuest:
         assert self._tmp is not None
         accel = self.accel + ("" if self.kernel_irqchip else ",kernel-irqchip=off")
         # debug-threads=on: QEMU names its threads ("CPU 0/KVM"), which gdb then shows
-        cmd = [self.qemu, "-name", f"{self.name},debug-threads=on", "-machine", "pc", "-accel", accel,
+        cmd = [self.qemu, "-name", f"{self.name},debug-threads=on", "-machine", "pc",
+               "-accel", accel,
                "-m", str(self.memory), "-nodefaults", "-display", "none", "-no-user-config",
                "-bios", str(self.rom.path),
                "-chardev", f"file,id=debugcon,path={self._tmp / 'debugcon.out'}",

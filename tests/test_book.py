@@ -110,7 +110,7 @@ def split_fences(text: str) -> tuple[list[str], list[tuple[int, str, list[str]]]
         fences.append((i + 1, info, body))
         directive = re.match(r"\{([\w:-]+)\}", info)
         if directive and directive.group(1) not in CODE_DIRECTIVES:   # admonitions: prose
-            prose += [""] + [l for l in body if not re.match(r"\s*:\w[\w-]*:", l)] + [""]
+            prose += [""] + [ln for ln in body if not re.match(r"\s*:\w[\w-]*:", ln)] + [""]
         else:
             prose += [""] * (len(body) + 2)
         i = j + 1
@@ -124,8 +124,8 @@ def pasted_output(text: str) -> list[str]:
         directive = re.match(r"\{([\w:-]+)\}\s*(\S*)", info)
         if directive and directive.group(1) == "code-cell":
             continue
-        options = [l for l in body if re.match(r"\s*:\w[\w-]*:", l)]
-        content = [l for l in body if l not in options and l.strip()]
+        options = [ln for ln in body if re.match(r"\s*:\w[\w-]*:", ln)]
+        content = [ln for ln in body if ln not in options and ln.strip()]
         lang = directive.group(2) if directive else info.split()[0] if info else ""
         if directive and directive.group(1) not in CODE_DIRECTIVES - {"raw"}:
             continue                                          # a note, figure, ...

@@ -164,7 +164,8 @@ def kvm_loop_figure(counts: dict[str, int], halt_exits: int):
     """QEMU's KVM vCPU loop as a state diagram, edges labelled with the exits one run made."""
     io, mmio = counts.get("KVM_EXIT_IO", 0), counts.get("KVM_EXIT_MMIO", 0)
     exits = label(f"KVM_EXIT_IO ×{io}\nKVM_EXIT_MMIO ×{mmio}")
-    leaves = label(f"returns: stop, kick, debug;\nKVM_EXIT_HLT ×{halt_exits}\nwith kernel-irqchip=off")
+    leaves = label(f"returns: stop, kick, debug;\nKVM_EXIT_HLT ×{halt_exits}"
+                   "\nwith kernel-irqchip=off")
     body = f'''
 rankdir=LR;
 subgraph cluster_thread {{ label="vCPU thread (kvm_vcpu_thread_fn)"; style="rounded,dashed";
