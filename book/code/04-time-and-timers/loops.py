@@ -48,6 +48,8 @@ def disassemble(binary: Path, function: str) -> list[Insn]:
     out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"--disassemble={function}",
                           str(binary)], capture_output=True, text=True, check=True,
                          timeout=60).stdout
+    if f"<{function}>:\n" not in out:
+        raise ValueError(f"no function {function} in {binary} (stripped? build with strip=False)")
     body = out.split(f"<{function}>:\n", 1)[1].split("\n\n", 1)[0]
     insns = []
     for line in body.splitlines():
