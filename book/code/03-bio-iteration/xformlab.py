@@ -149,7 +149,8 @@ def bio_kprobe(dbg, function: str = "submit_bio_noacct") -> str:
 SHARED_MODULE = "/mnt/share/{variant}/xform.ko"
 SHARED_BLKSTRESS = "/mnt/share/blkstress"
 # null_blk ending each request from a timer (irqmode=2) a while after issuing it, as a disk ends
-# it from an interrupt; the default ends it at once, in the task that issued it.
+# it from an interrupt; the default ends it at once, in the task that issued it (on one CPU, and
+# on two with null_blk's default poll_queues=1: COMPLETION_MODES).
 COMPLETION_NSEC = 1_000_000
 TIMER_COMPLETIONS = ("irqmode=2", f"completion_nsec={COMPLETION_NSEC}")
 # Two writers and one reader, each slot written and read once: every read is of other sectors,
