@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE = (
     "ok", "compile-error", "panic", "timeout", "no-output", "bad-archive")
 ERROR = "error"     # the grader itself failed (not the student's doing); the message says why
-VERDICTS = (OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE, ERROR)
+CRASH = "crash"     # a Python lab: the student's code raised or its process died
+VERDICTS = (OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE, ERROR, CRASH)
 DETAIL_CAP = 8000   # characters of compiler output / console excerpt kept in a report
 
 
@@ -58,6 +59,16 @@ class Report:
         data.update(score=self.score, max_score=self.max_score)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        """The inverse of :meth:`to_dict` (a row read back from disk, or from a Dask worker)."""
+        fields = set(TestResult.__dataclass_fields__)
+        return cls(data["lab"], data["verdict"],
+                   [TestResult(**{k: v for k, v in r.items() if k in fields})
+                    for r in data["results"]],
+                   data.get("detail", ""), list(data.get("warnings", [])),
+                   data.get("duration", 0.0))
+
 
 def cap(text: str, limit: int = DETAIL_CAP) -> str:
     """At most ``limit`` characters, keeping the start and the end (where panics end)."""
@@ -75,6 +86,7 @@ VERDICT_TEXT = {
     NO_OUTPUT: "nothing to test: no source file or no module came out of the build",
     BAD_ARCHIVE: "the submission could not be taken apart safely",
     ERROR: "the grader failed",
+    CRASH: "your code raised an exception or its process died (the traceback says where)",
 }
 
 
