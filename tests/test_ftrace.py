@@ -1,6 +1,7 @@
 """lab_vm.ftrace: the trace-file parsers on recorded text, then tracing in a real guest."""
 from __future__ import annotations
 
+import pytest
 
 from lab_vm.errors import ConfigError
 from lab_vm.ftrace import Ftrace, parse_graph, parse_records

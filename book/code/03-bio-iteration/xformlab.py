@@ -325,7 +325,7 @@ def data_address(sector: int) -> str:
 
 def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
            timeout: float = 120.0) -> dict:
-    """Replay ``folder``; find the bytes of ``sector`` that the reader saw; run back to their writer.
+    """Replay ``folder``; find the bytes of ``sector`` the reader saw; run back to their writer.
 
     Returns what was found: the address, the reader, the value seen, the Stop at the writing
     instruction (``old``/``new``), its backtrace, what the completion it belongs to was
