@@ -678,18 +678,21 @@ class LabVM:
     # -- ftrace in the guest -----------------------------------------------------------------
     @contextlib.contextmanager
     def ftrace(self, *, events=(), kprobes: dict[str, str] | None = None, tracer: str = "nop",
-               functions=(), buffer_kb: int = 4096, clock: str = "mono", timeout: float = 30.0):
+               functions=(), only=(), buffer_kb: int = 4096, clock: str = "mono",
+               timeout: float = 30.0):
         """Trace inside the guest with ftrace while the block runs (see lab_vm.ftrace).
 
         ``events``: ``"subsystem:name"`` (or a whole ``"subsystem"``); ``kprobes``: name →
         kprobe_events spec (``"edu_mmio_read addr=%si:u64"``); ``tracer``: ``"function"`` or
-        ``"function_graph"`` limited to ``functions``. The session's ``records``/``graph``
+        ``"function_graph"`` limited to ``functions`` (for function_graph: the calls made inside
+        them; ``only``: and of those, just these functions). The session's ``records``/``graph``
         are filled in when the block ends; tracefs is reset either way.
         """
         from .ftrace import Ftrace
 
         tracer_ = Ftrace(self, events=events, kprobes=kprobes, tracer=tracer,
-                         functions=functions, buffer_kb=buffer_kb, clock=clock, timeout=timeout)
+                         functions=functions, only=only, buffer_kb=buffer_kb, clock=clock,
+                         timeout=timeout)
         tracer_.start()
         try:
             yield tracer_.session
