@@ -26,7 +26,8 @@ def cmd_build(args) -> int:
         print(f"qemu-debug {q.version}  {q.binary}")
         print(f"run with   LabVM(qemu={str(q.binary)!r}, qemu_args={q.qemu_args!r})")
         return 0
-    k = kernel.build_kernel(jobs=args.jobs, force=args.force)
+    k = kernel.build_kernel(jobs=args.jobs, force=args.force,
+                            variant="checking" if args.checking else None)
     i = initramfs.build_initramfs(force=args.force)
     print(f"kernel    {k.release}  {k.tree}")
     print(f"vmlinux   {k.vmlinux}")
@@ -140,7 +141,7 @@ def cmd_check(args) -> int:
     tree = Path(args.dir) if args.dir else lab.default_workdir()
     print(f"lab-vm check: {lab.name}: building {tree} and running the "
           f"{'public and hidden' if args.hidden else 'public'} tests", file=sys.stderr)
-    report = check(lab, tree, hidden=args.hidden)
+    report = check(lab, tree, hidden=args.hidden, kernel="fast" if args.fast else None)
     print(format_report(report))
     return 0 if report.full_marks else 1
 
@@ -194,6 +195,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "Debian's QEMU built with debug info, for gdb on QEMU itself")
     p.add_argument("--jobs", "-j", type=int, help="parallel make jobs (default: cores + 1)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--checking", action="store_true", help="the checking kernel instead: the "
+                   "lab kernel plus lockdep, KASAN, kmemleak..., which grading boots")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="boot, run one command in the guest, print its output; "
@@ -244,6 +247,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
+    p.add_argument("--fast", action="store_true", help="boot the book's fast kernel instead of "
+                   "the checking kernel (no lockdep, KASAN, kmemleak: those bugs go unseen)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
