@@ -140,7 +140,8 @@ def cmd_check(args) -> int:
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()
     print(f"lab-vm check: {lab.name}: building {tree} and running the "
-          f"{'public and hidden' if args.hidden else 'public'} tests", file=sys.stderr)
+          f"{'public and hidden' if args.hidden else 'public'} tests"
+          f"{' on the fast kernel' if args.fast else ''}", file=sys.stderr)
     report = check(lab, tree, hidden=args.hidden, kernel="fast" if args.fast else None)
     print(format_report(report))
     return 0 if report.full_marks else 1

@@ -1,0 +1,197 @@
+"""The checking kernel: it is built from its own fragments, it sees the bugs students make, and
+grading turns what it reports into verdicts that cost points — while every lab's solution
+keeps full marks on it.
+
+The parsers are tested on kernel logs recorded from the checking kernel
+(``tests/checking_reports/``); the rest boots it. The buggy drivers are lab 4's solution with
+classic bugs edited in, several per build (one grading run each), chosen so that no bug hides
+another: lockdep stops after its first report, KASAN after its first.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from lab_vm.build import cache, kernel
+from lab_vm.grading import reports
+from lab_vm.grading.lab import load_lab
+from lab_vm.grading.runner import grade
+
+from conftest import REPO
+
+RECORDED = Path(__file__).resolve().parent / "checking_reports"
+LABS = ["02-edu-driver", "03-stacking-blockdev", "04-hrtimer"]
+HRLATE = REPO / "labs" / "04-hrtimer"
+
+
+def recorded(name: str) -> str:
+    return (RECORDED / name).read_text()
+
+
+# -- building: the variant's fragments, its key, its cache entry ----------------------------
+def test_the_variant_adds_its_fragments_after_the_base_ones_and_keeps_the_book_key():
+    base, checking = kernel.fragments(), kernel.fragments("checking")
+    assert checking[:len(base)] == base and len(checking) > len(base)
+    assert all(f.parent.name == "checking" for f in checking[len(base):])
+    assert kernel.entry().kind == "kernel" and kernel.entry("checking").kind == "kernel-checking"
+    assert kernel.entry().key != kernel.entry("checking").key
+    with pytest.raises(kernel.KconfigError, match="no kernel variant 'nope'"):
+        kernel.fragments("nope")
+
+
+def test_a_later_fragment_overrides_an_earlier_one_in_the_check(tmp_path):
+    base = tmp_path / "10-base.config"
+    base.write_text("# CONFIG_SLUB is not set\nCONFIG_SLOB=y\n")
+    variant = tmp_path / "90-checking.config"
+    variant.write_text("CONFIG_SLUB=y\n# CONFIG_SLOB is not set\n")
+    final = "CONFIG_SLUB=y\n# CONFIG_SLOB is not set\n"
+    assert kernel.missing_symbols(final, [base, variant]) == []
+    assert kernel.missing_symbols("CONFIG_SLOB=y\n", [base, variant]) == [
+        "CONFIG_SLUB=y (got n; asked in 90-checking.config)",
+        "CONFIG_SLOB=n (got y; asked in 90-checking.config)"]
+
+
+def test_prune_keeps_each_variant_apart(tmp_path):
+    import os
+
+    names = ["kernel-a", "kernel-b", "kernel-c", "kernel-checking-d", "kernel-checking-e",
+             "kernel-checking-f"]
+    for i, name in enumerate(names):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / cache.STAMP).write_text("{}")
+        os.utime(tmp_path / name / cache.STAMP, (1000 + i, 1000 + i))
+    assert [p.name for p in cache.prune("kernel", keep=2, root=tmp_path)] == ["kernel-a"]
+    assert [p.name for p in cache.prune("kernel-checking", keep=2, root=tmp_path)] == [
+        "kernel-checking-d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kernel-b", "kernel-c", "kernel-checking-e", "kernel-checking-f"]
+
+
+@pytest.fixture(scope="session")
+def checking():
+    return kernel.find_kernel("checking")
+
+
+def test_the_built_checking_kernel_has_every_option_it_asks_for(checking):
+    assert checking.variant == "checking"
+    assert kernel.missing_symbols(checking.config.read_text(),
+                                  kernel.fragments("checking")) == []
+
+
+# -- buggy copies of lab 4's solution ------------------------------------------------------
+def edit(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"the edit expects {old!r} once in the solution"
+    return text.replace(old, new)
+
+
+def hrlate() -> str:
+    return (HRLATE / "solution" / "hrlate.c").read_text()
+
+
+def memory_bugs() -> str:
+    """A GFP_KERNEL allocation under a spinlock, a buffer leaked per open, a use after free,
+    and no hrtimer_cancel() at unload: one module, four verdicts."""
+    src = hrlate()
+    # sleeping under a spinlock: kmalloc(GFP_KERNEL) may sleep, stats_lock is held
+    src = edit(src, "\tspin_lock_irq(&stats_lock);\n\tswitch ((uintptr_t)data) {\n",
+               "\tspin_lock_irq(&stats_lock);\n"
+               "\tkfree(kmalloc(16, GFP_KERNEL));\n"
+               "\tswitch ((uintptr_t)data) {\n")
+    # use after free: the copy is freed before the loop prints it
+    src = edit(src, "\tu64 hist[HIST_BUCKETS];\n\tunsigned int i;\n",
+               "\tu64 *hist = kmalloc_array(HIST_BUCKETS, sizeof(u64), GFP_KERNEL);\n"
+               "\tunsigned int i;\n\n\tif (!hist)\n\t\treturn -ENOMEM;\n")
+    src = edit(src, "\tmemcpy(hist, stats.hist, sizeof(hist));\n\tspin_unlock_irq(&stats_lock);\n",
+               "\tmemcpy(hist, stats.hist, HIST_BUCKETS * sizeof(u64));\n"
+               "\tspin_unlock_irq(&stats_lock);\n\tkfree(hist);\n")
+    # a leak per open: a scratch buffer nobody frees
+    src = edit(src, "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
+               "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
+               "\tchar *scratch = kmalloc(96, GFP_KERNEL);\n\n"
+               "\tif (scratch)\n\t\tmemset(scratch, 0x5a, 96);\n"
+               "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
+               "static const struct file_operations histogram_fops = {\n"
+               "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
+               "\t.llseek = seq_lseek,\n\t.release = single_release,\n};\n")
+    # the timer still armed when the module's memory goes
+    src = edit(src, "\thrtimer_cancel(&timer);\n\t/* END TODO 9 */\n", "\t/* END TODO 9 */\n")
+    return edit(src, "#include <linux/seq_file.h>\n",
+                "#include <linux/seq_file.h>\n#include <linux/slab.h>\n")
+
+
+def locking_bugs() -> str:
+    """A mutex taken in the timer's (hard interrupt) handler, and stats_lock taken with
+    interrupts on where the handler can interrupt it."""
+    src = hrlate()
+    src = edit(src, "static DEFINE_MUTEX(control);\n",
+               "static DEFINE_MUTEX(control);\n/* BUG: a mutex for the interrupt handler */\n"
+               "static DEFINE_MUTEX(fire_lock);\n")
+    src = edit(src, "\tspin_lock(&stats_lock);\n\thrlate_record",
+               "\tmutex_lock(&fire_lock);\n\tmutex_unlock(&fire_lock);\n"
+               "\tspin_lock(&stats_lock);\n\thrlate_record")
+    return edit(src, "\tspin_lock_irq(&stats_lock);\n\tmemset(&stats, 0, sizeof(stats));\n"
+                "\tspin_unlock_irq(&stats_lock);\n",
+                "\tspin_lock(&stats_lock);\n\tmemset(&stats, 0, sizeof(stats));\n"
+                "\tspin_unlock(&stats_lock);\n")
+
+
+def grade_source(source: str, lab_dir: Path = HRLATE, *, name: str = "hrlate.c",
+                 kernel_choice=None):
+    lab = load_lab(lab_dir)
+    # short: QEMU's unix sockets live in TMPDIR, and a socket path has at most 107 bytes
+    with tempfile.TemporaryDirectory(prefix="ck-", dir="/tmp") as tmp:
+        tree = Path(tmp) / "copy"
+        tree.mkdir()
+        (tree / name).write_text(source)
+        scratch = Path(tmp) / "scratch"
+        scratch.mkdir()
+        return grade(lab, tree, scratch, hidden=True, kernel=kernel_choice)
+
+
+def verdicts(report) -> dict:
+    """{verdict: result row} of the checking kernel's rows in a report."""
+    return {r.name: r for r in report.results if r.name in reports.VERDICTS}
+
+
+# -- end to end: the real checking kernel grades buggy drivers --------------------------------
+@pytest.mark.slow
+def test_memory_bugs_each_get_their_verdict(checking):
+    report = grade_source(memory_bugs())
+    got = verdicts(report)
+    assert report.verdict == "ok" and not report.full_marks, report
+    assert set(got) >= {reports.SLEEPS, reports.UAF, reports.BAD_OBJECT, reports.LEAK}, \
+        [(r.name, r.message[:200]) for r in report.results]
+    assert "stat_get [hrlate]" in got[reports.SLEEPS].message
+    assert "stats_lock" in got[reports.SLEEPS].message
+    assert "histogram_show [hrlate]" in got[reports.UAF].message
+    assert "hrtimer" in got[reports.BAD_OBJECT].message
+    assert "histogram_open" in got[reports.LEAK].message
+    for verdict, row in got.items():
+        assert row.points == -reports.points(load_lab(HRLATE))[verdict] and row.fix
+    # the tests of the module's function do not fail for the reports themselves
+    assert next(r for r in report.results if r.name == "loads_and_unloads").passed
+
+
+@pytest.mark.slow
+def test_locking_bugs_each_get_their_verdict(checking):
+    report = grade_source(locking_bugs())
+    got = verdicts(report)
+    assert report.verdict == "ok" and not report.full_marks
+    assert set(got) >= {reports.SLEEPS, reports.LOCKS}, \
+        [(r.name, r.message[:200]) for r in report.results]
+    assert "hrlate_fire [hrlate]" in got[reports.SLEEPS].message
+    assert "stats_lock" in got[reports.LOCKS].message
+    assert "hrlate_start [hrlate]" in got[reports.LOCKS].message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab_name", LABS)
+def test_every_solution_keeps_full_marks_on_the_checking_kernel(checking, lab_name):
+    lab = load_lab(REPO / "labs" / lab_name)
+    with tempfile.TemporaryDirectory(prefix="ck-", dir="/tmp") as tmp:
+        report = grade(lab, lab.solution, Path(tmp), hidden=True)
+    assert report.full_marks, [(r.name, r.status, r.message[:500]) for r in report.results
+                               if not r.passed]
+    assert not verdicts(report)
