@@ -197,7 +197,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, help="parallel make jobs (default: cores + 1)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--checking", action="store_true", help="the checking kernel instead: the "
-                   "lab kernel plus lockdep, KASAN, kmemleak..., which grading boots")
+                   "lab kernel plus lockdep, SLUB debugging, kmemleak..., which grading boots")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="boot, run one command in the guest, print its output; "
@@ -249,7 +249,7 @@ def make_parser() -> argparse.ArgumentParser:
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
     p.add_argument("--fast", action="store_true", help="boot the book's fast kernel instead of "
-                   "the checking kernel (no lockdep, KASAN, kmemleak: those bugs go unseen)")
+                   "the checking kernel (no lockdep, SLUB debugging, kmemleak: those bugs go unseen)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")

@@ -121,7 +121,7 @@ class LabVM:
                                   "(see lab_vm.replay)")
             accel, cold_boot = "tcg", True      # a replay starts from the very first instruction
             self._rr = replay.Session("record", Path(record).resolve())
-        # A name picks a variant: "checking" (lockdep, KASAN...: what grading boots) or "fast"
+        # A name picks a variant: "checking" (lockdep, kmemleak...: what grading boots) or "fast"
         # (the book's, also the default). Saved states are keyed by the kernel's key: no mixing.
         if isinstance(kernel, str):
             if kernel not in ("fast", "checking"):

@@ -91,21 +91,23 @@ def hrlate() -> str:
 
 
 def memory_bugs() -> str:
-    """A GFP_KERNEL allocation under a spinlock, a buffer leaked per open, a use after free,
-    and no hrtimer_cancel() at unload: one module, four verdicts."""
+    """A GFP_KERNEL allocation under a spinlock, a buffer leaked per open, a write after
+    kfree(), and no hrtimer_cancel() at unload: one module, four verdicts."""
     src = hrlate()
     # sleeping under a spinlock: kmalloc(GFP_KERNEL) may sleep, stats_lock is held
     src = edit(src, "\tspin_lock_irq(&stats_lock);\n\tswitch ((uintptr_t)data) {\n",
                "\tspin_lock_irq(&stats_lock);\n"
                "\tkfree(kmalloc(16, GFP_KERNEL));\n"
                "\tswitch ((uintptr_t)data) {\n")
-    # use after free: the copy is freed before the loop prints it
+    # use after free: the copy is written after kfree() (SLUB's poison sees the write)
     src = edit(src, "\tu64 hist[HIST_BUCKETS];\n\tunsigned int i;\n",
                "\tu64 *hist = kmalloc_array(HIST_BUCKETS, sizeof(u64), GFP_KERNEL);\n"
                "\tunsigned int i;\n\n\tif (!hist)\n\t\treturn -ENOMEM;\n")
-    src = edit(src, "\tmemcpy(hist, stats.hist, sizeof(hist));\n\tspin_unlock_irq(&stats_lock);\n",
-               "\tmemcpy(hist, stats.hist, HIST_BUCKETS * sizeof(u64));\n"
-               "\tspin_unlock_irq(&stats_lock);\n\tkfree(hist);\n")
+    src = edit(src, "\tmemcpy(hist, stats.hist, sizeof(hist));\n",
+               "\tmemcpy(hist, stats.hist, HIST_BUCKETS * sizeof(u64));\n")
+    src = edit(src, "hist[i]);\n\t/* END TODO 8 */\n",
+               "hist[i]);\n\tkfree(hist);\n\thist[0] = 0;\t\t/* \"done\": after the kfree */\n"
+               "\t/* END TODO 8 */\n")
     # a leak per open: a scratch buffer nobody frees
     src = edit(src, "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
                "static int histogram_open(struct inode *inode, struct file *file)\n{\n"

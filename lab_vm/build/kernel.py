@@ -9,7 +9,7 @@ A *variant* is the same kernel with more fragments: ``lab_vm/kconfig/<variant>/*
 are merged after the base ones (a later line overrides an earlier one, in the merge
 and in the check). The base glob does not see them, so a variant never changes the
 book's kernel key. ``checking`` is the variant with the kernel's bug detectors
-(lockdep, KASAN, kmemleak...) that grading boots. Each variant is its own cache
+(lockdep, SLUB debugging, kmemleak...) that grading boots. Each variant is its own cache
 entry kind (``kernel-checking-<key>``), pruned apart from the book's kernel.
 """
 from __future__ import annotations

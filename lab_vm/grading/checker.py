@@ -222,7 +222,7 @@ class Session:
         """No WARNING, BUG or call trace in this test's kernel log.
 
         The bug reports the checking kernel makes (sleeping in atomic context, lockdep,
-        KASAN, debugobjects) are left out: the runner turns each kind into a verdict of
+        SLUB, KFENCE, debugobjects) are left out: the runner turns each kind into a verdict of
         its own that costs the lab's points once (lab_vm.grading.reports), not every test.
         """
         from . import reports

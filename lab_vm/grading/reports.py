@@ -12,8 +12,9 @@ sleeps-in-atomic     BUG: sleeping function called from invalid context / schedu
                      atomic (DEBUG_ATOMIC_SLEEP)
 lock-order           lockdep: possible circular locking dependency, inconsistent lock state,
                      recursive locking...; spinlock and mutex debugging
-use-after-free       KASAN / KFENCE / SLUB: use-after-free, double-free, invalid-free
-out-of-bounds        KASAN / KFENCE / SLUB: an access outside the object
+use-after-free       SLUB debugging (poison overwritten, object already free), KFENCE, KASAN:
+                     freed memory written or read, a double free
+out-of-bounds        SLUB (red zone overwritten), KFENCE, KASAN: an access outside the object
 bad-object           debugobjects (ODEBUG): a timer or work freed while armed, or not initialised
 leak                 kmemleak, after rmmod: an allocation nothing points to
 ===================  ======================================================================
@@ -97,9 +98,10 @@ HEADERS: list[tuple[str | None, re.Pattern]] = [
                             r"(?:object: \S+ )?object type: (?P<type>\S+)"
                             r"(?: hint: (?P<hint>[\w.$]+)\S*(?: \[(?P<module>\w+)\])?)?")),
 ]
-# Where a report ends: KASAN, KFENCE and SLUB close with a rule of '=', WARN() with its end
-# line, the rest with the end of their (last) stack dump.
+# Where a report ends: KASAN and KFENCE close with a rule of '=', SLUB with its FIX line,
+# WARN() with its end line, the rest with the end of their (last) stack dump.
 END_RULE = re.compile(r"^={10,}\s*$")
+END_SLUB = re.compile(r"^FIX \S+: ")
 END_WARN = re.compile(r"---\[ end trace")
 END_TASK = re.compile(r"^\s*</TASK>\s*$")
 # Frames of the reporting machinery itself, skipped when looking for the function at fault.
@@ -135,7 +137,7 @@ def _kasan_verdict(what: str) -> str:
 
 def _end(lines: list[str], start: int, verdict_hint: str, limit: int = 300) -> int:
     """The index just past a report that starts at ``start``."""
-    end_re = {"rule": END_RULE, "warn": END_WARN}.get(verdict_hint, END_TASK)
+    end_re = {"rule": END_RULE, "warn": END_WARN, "slub": END_SLUB}.get(verdict_hint, END_TASK)
     for j in range(start + 1, min(len(lines), start + limit)):
         if end_re.search(lines[j]):
             return j + 1
@@ -202,9 +204,9 @@ def parse(log: str, *, module: str | None = None) -> list[KernelReport]:
         func = ""
         if verdict is None:
             what = m["what"]
-            verdict = _kasan_verdict(what) if "cache" not in m.re.groupindex else (
-                OOB if "Redzone" in what else UAF)
-            end = _end(lines, i, "rule")
+            slub = "cache" in m.re.groupindex
+            verdict = (OOB if "Redzone" in what else UAF) if slub else _kasan_verdict(what)
+            end = _end(lines, i, "slub" if slub else "rule")
         elif verdict == BAD_OBJECT:
             end = _end(lines, i, "warn")
         else:

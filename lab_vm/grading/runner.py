@@ -12,10 +12,10 @@ The steps, and the verdict each can end in:
 
 Between tests the module is unloaded; if it will not go, the next test gets a new VM.
 
-The VM runs the *checking kernel* (lockdep, KASAN, kmemleak...: lab_vm/kconfig/checking)
+The VM runs the *checking kernel* (lockdep, SLUB debugging, kmemleak...: lab_vm/kconfig/checking)
 unless the lab's lab.toml says ``[checking] kernel = "fast"``. After each test its kernel
-log is read for that kernel's bug reports, and after the last one kmemleak scans for what
-the module leaked; each kind of report seen becomes a result row of its own that takes
+log is read for that kernel's bug reports, and after the last one SLUB checks every cache
+and kmemleak scans for what the module leaked; each kind of report seen becomes a result row of its own that takes
 off the lab's points for it (:mod:`.reports`).
 """
 from __future__ import annotations
@@ -176,8 +176,10 @@ class _Guest:
             self.findings.append(reports.Finding(test, report))
 
     def check_leaks(self, test: str) -> None:
-        """kmemleak, once the module is gone: the allocations it left that nobody points to.
+        """Once the module is gone: what it wrote into freed memory, and what it leaked.
 
+        SLUB validates every cache: a write into a freed object that nothing allocated
+        again is reported now (the reports go through ``drain`` as the others do).
         kmemleak reports an object only on a scan that finds it unreferenced and
         unchanged since the scan before, and at least 5 s old: two scans, and what
         the last 5 s allocated goes unseen (a leak per open happens in every test).
@@ -188,7 +190,10 @@ class _Guest:
         path = reports.KMEMLEAK
         probe = self.vm.run(f"test -w {path}", timeout=self.lab.command_timeout)
         if not probe.ok:
-            return                  # the fast kernel: no kmemleak
+            return                  # the fast kernel: no kmemleak, no SLUB debugging
+        self.vm.run("for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null",
+                    timeout=max(30.0, self.lab.command_timeout))
+        self.drain(test)
         result = self.vm.run(f"echo scan > {path} && echo scan > {path} && cat {path}",
                              timeout=max(30.0, self.lab.command_timeout))
         leaks = reports.module_leaks(reports.parse_kmemleak(result.text), self.lab.module)
