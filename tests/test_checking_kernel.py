@@ -30,6 +30,88 @@ def recorded(name: str) -> str:
     return (RECORDED / name).read_text()
 
 
+# -- the parsers, on kernel logs (see checking_reports/README.md) ------------------------------
+def logs(kind: str) -> list[str]:
+    """The constructed log of ``kind`` and every recording of it there is."""
+    return [p.read_text() for p in sorted(RECORDED.glob(f"*-{kind}.log"))]
+
+
+@pytest.mark.parametrize("text", logs("memory-dmesg"))
+def test_memory_reports_name_their_verdict_function_and_lock(text):
+    found = {r.verdict: r for r in reports.parse(text, module="hrlate")}
+    assert set(found) >= {reports.SLEEPS, reports.UAF, reports.BAD_OBJECT}, found
+    assert found[reports.SLEEPS].function == "stat_get [hrlate]"
+    assert "stats_lock" in found[reports.SLEEPS].locks
+    assert found[reports.UAF].function == "histogram_show [hrlate]"
+    assert "Poison overwritten" in found[reports.UAF].headline or "KFENCE" in \
+        found[reports.UAF].headline
+    assert "object type: hrtimer" in found[reports.BAD_OBJECT].headline
+
+
+@pytest.mark.parametrize("text", logs("locking-dmesg"))
+def test_locking_reports_name_their_verdict_function_and_lock(text):
+    found = reports.parse(text, module="hrlate")
+    sleeps = [r for r in found if r.verdict == reports.SLEEPS]
+    locks = [r for r in found if r.verdict == reports.LOCKS]
+    assert sleeps and sleeps[0].function == "hrlate_fire [hrlate]"
+    assert locks and locks[0].function == "hrlate_start [hrlate]"
+    assert locks[0].locks[0] == "stats_lock"
+
+
+@pytest.mark.parametrize("text", logs("memory-dmesg") + logs("locking-dmesg"))
+def test_quiet_leaves_other_lines_and_drops_the_reports(text):
+    rest = reports.quiet(text)
+    assert "Call Trace:" not in rest and "BUG" not in rest and "WARNING:" not in rest
+    assert reports.parse(rest) == []
+    assert len(rest.splitlines()) < len(text.splitlines())
+
+
+@pytest.mark.parametrize("text", logs("memory-kmemleak"))
+def test_kmemleak_keeps_the_modules_leaks_and_names_the_allocating_function(text):
+    leaks = reports.parse_kmemleak(text)
+    mine = reports.module_leaks(leaks, "hrlate")
+    assert len(mine) == 1 and len(leaks) >= 2 and mine[0].size == 96   # not the kernel's own
+    # after rmmod kallsyms cannot name the frame; the module's .text base and its .ko can
+    frame = next(f for f in mine[0].frames if reports.in_module(f, "hrlate"))
+    address = int(frame, 16)
+
+    class OneFunction(reports.Symbols):
+        def __init__(self):
+            self.functions = [(0x480, 0x60, "histogram_open")]
+
+    named = reports.name_leak_frames(mine[0], "hrlate", [address - 0x4a9], OneFunction())
+    assert named == "histogram_open+0x29 [hrlate]"
+
+
+def test_a_report_row_costs_the_labs_points_once_and_says_what_to_do():
+    text = logs("memory-dmesg")[0]
+    found = [reports.Finding("histogram_buckets", r) for r in reports.parse(text, module="hrlate")]
+    found.append(reports.Finding("period", found[0].report))      # the same kind again
+    lab = load_lab(HRLATE)
+    rows = reports.results(found, reports.points(lab))
+    assert [r.name for r in rows] == [reports.SLEEPS, reports.UAF, reports.BAD_OBJECT]
+    sleeps = rows[0]
+    assert sleeps.points == -lab.extra["checking"]["sleeps-in-atomic"] and sleeps.max_points == 0
+    assert "stat_get [hrlate]" in sleeps.message and "stats_lock" in sleeps.message
+    assert "also came in: period" in sleeps.message and "spinlock" in sleeps.fix
+
+
+def test_unknown_verdicts_and_kernels_in_lab_toml_are_errors(tmp_path):
+    import shutil
+
+    from lab_vm.errors import ConfigError
+
+    lab_dir = tmp_path / "lab"
+    shutil.copytree(HRLATE, lab_dir, ignore=shutil.ignore_patterns("skeleton"))
+    toml = lab_dir / "lab.toml"
+    toml.write_text(toml.read_text().replace("leak = 5", "leaks = 5"))
+    with pytest.raises(ConfigError, match="unknown verdicts.*leaks"):
+        reports.points(load_lab(lab_dir))
+    toml.write_text(toml.read_text().replace("leaks = 5", 'kernel = "slow"'))
+    with pytest.raises(ConfigError, match="choose"):
+        reports.kernel_variant(load_lab(lab_dir))
+
+
 # -- building: the variant's fragments, its key, its cache entry ----------------------------
 def test_the_variant_adds_its_fragments_after_the_base_ones_and_keeps_the_book_key():
     base, checking = kernel.fragments(), kernel.fragments("checking")

@@ -173,7 +173,24 @@ class _Guest:
 
     def note(self, test: str, log: str) -> None:
         for report in reports.parse(log, module=self.lab.module):
+            if report.function.startswith("0x") and reports.in_module(report.function,
+                                                                      self.lab.module):
+                # a bare address of the module (gone: an armed timer found at rmmod)
+                named = self._name(int(report.function, 16))
+                report.function = named or f"{report.function} (in {self.lab.module}, unloaded)"
             self.findings.append(reports.Finding(test, report))
+
+    def _name(self, address: int) -> str | None:
+        try:
+            symbols = reports.Symbols(self.ko)
+        except Exception as exc:    # noqa: BLE001 — the report keeps its bare address
+            LOG.info("no symbols from %s: %s", self.ko, exc)
+            return None
+        for base in self.text_bases:
+            named = symbols.name(address, base)
+            if named:
+                return f"{named} [{self.lab.module}]"
+        return None
 
     def check_leaks(self, test: str) -> None:
         """Once the module is gone: what it wrote into freed memory, and what it leaked.
