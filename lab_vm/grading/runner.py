@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ..build.initramfs import build_static
 from ..build.kernel import Kernel, find_kernel
-from ..errors import (GuestPanic, GuestTimeout, LabVMError, ModuleBuildError, QEMUExited,
-                      VMError)
+from ..errors import (GuestPanic, GuestTimeout, LabVMError, MissingArtifact, ModuleBuildError,
+                      QEMUExited, VMError)
 from ..machine import LabVM
 from ..modules import compiler_errors
 from . import reports
@@ -120,7 +120,15 @@ def grading_kernel(lab: Lab, choice: Kernel | str | None = None) -> Kernel:
     if isinstance(choice, Kernel):
         return choice
     if choice is None:
-        return find_kernel(reports.kernel_variant(lab))
+        variant = reports.kernel_variant(lab)
+        try:
+            return find_kernel(variant)
+        except MissingArtifact as exc:
+            # no silent fallback to the fast kernel: it would give full marks to the bugs
+            # this kernel is there to see
+            raise MissingArtifact(f"{exc.message}; `lab-vm check --fast` runs the tests on "
+                                  "the book's kernel meanwhile (it does not see sleeping in "
+                                  "atomic context, lock-order bugs, leaks...)") from None
     if choice not in ("fast", "checking"):
         raise ValueError(f"unknown kernel {choice!r}: choose fast or checking")
     return find_kernel(None if choice == "fast" else choice)
