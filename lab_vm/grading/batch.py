@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..build.kernel import Kernel, find_kernel
+from ..build.kernel import Kernel
 from ..errors import ConfigError
 from ..machine import LabVM
 from . import results as R
 from .archive import ArchiveError, student_name, unpack
 from .lab import Lab
 from .results import Report, TestResult, format_report
-from .runner import compile_helpers, grade
+from .runner import compile_helpers, grade, grading_kernel
 from .sandbox import bwrap
 
 LOG = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
         raise ConfigError("--out must not be inside the submissions folder (it is never "
                           "written to)")
     bwrap()                              # fail before grading anything if a tool is missing
-    kernel = find_kernel()
+    kernel = grading_kernel(lab)         # the checking kernel unless lab.toml says "fast"
     subs = discover(submissions)
     out.mkdir(parents=True, exist_ok=True)
     graded: dict[Submission, Report] = {}
@@ -98,7 +98,7 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
     scratch_root = Path(tempfile.mkdtemp(prefix="vmexit-grade-"))
     try:
         helpers = compile_helpers(lab, scratch_root / "helpers")
-        _warm_up(lab)
+        _warm_up(lab, kernel)
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}
@@ -121,12 +121,13 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
     return ordered
 
 
-def _warm_up(lab: Lab) -> None:
+def _warm_up(lab: Lab, kernel: Kernel | None = None) -> None:
     """Boot the grading VM once, alone, so that a saved booted state exists before two
     workers start: two first boots at once would both save the state, into the same file.
     (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
     try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory) as vm:
+        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory,
+                   kernel=kernel) as vm:
             vm.run("true", timeout=30, check=True)
     except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
         LOG.warning("the lab VM did not start for the warm-up: %s", exc)
