@@ -1,11 +1,18 @@
 # The two commands of the README: `make book` and `make test`.
-.PHONY: setup test book bench lab clean-cache
+.PHONY: setup test check book bench lab clean-cache
 
 setup:
 	scripts/setup
 
 test: setup
+	.venv/bin/ruff check .
 	.venv/bin/pytest -q -ra tests
+
+# The fast tier, for a change in progress: the linter, the unit tests (no VM) and a few VM
+# smoke tests; under 3 minutes. `make test` (what CI runs) stays the whole suite.
+check: setup
+	.venv/bin/ruff check .
+	.venv/bin/pytest -q -ra -m "unit or smoke" tests
 
 book: setup
 	scripts/build-book
@@ -16,9 +23,11 @@ serve:
 	@test -f book/_build/html/index.html || $(MAKE) book
 	.venv/bin/python -m http.server --bind 127.0.0.1 --directory book/_build/html $${PORT:-8000}
 
-# JupyterLab from the venv on the interactive workbooks; open the URL it prints.
+# JupyterLab from the venv on your working copies of the interactive workbooks (notebooks/mine,
+# git-ignored, never overwritten: see lab_vm/workbench.py); open the URL it prints.
 lab: setup
-	.venv/bin/jupyter lab --no-browser --ServerApp.root_dir=notebooks $$([ $$(id -u) = 0 ] && echo --allow-root)
+	.venv/bin/lab-vm notebooks
+	.venv/bin/jupyter lab --no-browser --ServerApp.root_dir=notebooks/mine $$([ $$(id -u) = 0 ] && echo --allow-root)
 
 # Benchmarks print figures (they are never timed tests); the peer virtme-ng is measured in the same run.
 bench: setup

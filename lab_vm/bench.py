@@ -1,8 +1,9 @@
 """Benchmarks: scripts that print figures, never timed tests.
 
 ``lab-vm bench --json`` prints boot time, command round trip and the cached
-kernel build time (``bench gdb``: sampling rates; ``bench replay``: record/replay); where a peer exists (virtme-ng booting Debian's kernel) it
-is measured in the same run and printed as a ratio.
+kernel build time (``bench gdb``: breakpoint sampling beside the gdbstub's own ceiling and a
+kprobe event counted by ftrace; ``bench replay``: record/replay); where a peer exists
+(virtme-ng booting Debian's kernel) it is measured in the same run and printed as a ratio.
 """
 from __future__ import annotations
 
@@ -30,11 +31,40 @@ def _median_boot(boots: int) -> tuple[float, str]:
     return statistics.median(times), accel
 
 
+def boot_profile(top: int = 8) -> dict:
+    """Where a cold boot's time goes, from the kernel's own clock: the slowest initcalls
+    (``initcall_debug``) and the guest time before ``smpboot`` (timer and delay calibration).
+
+    One extra cold boot with the initcalls printed (printing slows it; the figures are each
+    initcall's own time, as the kernel measured it).
+    """
+    import re
+
+    initcall = re.compile(r"initcall (\S+?)\+\S+ returned -?\d+ after (\d+) usecs")
+    stamp = re.compile(r"^\[\s*(\d+\.\d+)\]")
+    with LabVM(cold_boot=True, append="initcall_debug ignore_loglevel", name="bench-profile") \
+            as vm:
+        vm.ping()
+        console = vm.console_log()
+    calls = sorted(((int(us), fn) for fn, us in initcall.findall(console)), reverse=True)
+    smpboot = userspace = None
+    for line in console.splitlines():
+        m = stamp.match(line)
+        if m and smpboot is None and "smpboot: CPU0" in line:
+            smpboot = float(m.group(1))
+        if m and "Run /init" in line:
+            userspace = float(m.group(1))
+    return {"guest_s_before_smpboot": smpboot, "guest_s_to_init": userspace,
+            "initcalls_ms_total": round(sum(us for us, _ in calls) / 1000, 1),
+            "slowest_initcalls_ms": {fn: round(us / 1000, 1) for us, fn in calls[:top]}}
+
+
 # The steps of a restore, as LabVM.restore_steps names their ends (see _median_restore).
 RESTORE_STEPS = (("qemu_start", "started"),   # QEMU runs, the agent's socket is connected
                  ("load", "loaded"),          # QMP up, device state loaded, guest running
-                 ("resume", "resumed"),       # the agent took the host's clock and seed
-                 ("mount", "ready"))          # the share is mounted (9p)
+                 ("resume", "resumed"),       # the agent took the host's clock and seed and
+                                              # mounted the share (9p), in one round trip
+                 ("ready", "ready"))          # devices without saved state are plugged in
 
 
 def _median_restore(restores: int) -> tuple[float, dict]:
@@ -120,9 +150,16 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40) -> dict:
             naive = naive_hits / (time.monotonic() - start)
             dbg.delete(bp)
         figures["plain_gdb_hits_per_s"] = round(_plain_gdb_rate(vm, samples), 1)
+        raw = _raw_gdbstub_rate(vm, samples)
+        figures["raw_gdbstub_hits_per_s"] = round(raw, 1)
         load.kill()
+        # ftrace beside it: the same function, counted inside the guest by a kprobe event
+        kprobe = _kprobe_rate(vm)
     figures["accel"] = vm.accel
     figures["sample_hits_per_s"] = round(bulk, 1)
+    figures["sample_vs_ceiling"] = round(bulk / raw, 2)
+    figures["kprobe_events_per_s"] = round(kprobe, 0)
+    figures["kprobe_vs_sample_ratio"] = round(kprobe / bulk, 0)
     figures["naive_hits_per_s"] = round(naive, 2)
     figures["sample_vs_naive_ratio"] = round(bulk / naive, 1)
     figures["samples"] = samples
@@ -145,8 +182,96 @@ def _plain_gdb_rate(vm, samples: int) -> float:
     return float(out.split("RATE", 1)[1].split()[0])
 
 
+class _RemoteProtocol:
+    """Just enough of gdb's remote serial protocol to set a breakpoint and run to it.
+
+    The benchmark's ceiling: what QEMU's gdbstub allows with no debugger in between.
+    """
+
+    def __init__(self, port: int, timeout: float = 30.0):
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.acks = True
+        # QEMU stops a running guest when a debugger connects and says so at once (T02):
+        # read that before asking anything, or every answer after it is off by one.
+        self.sock.settimeout(1.0)
+        try:
+            self._read_packet()
+        except TimeoutError:
+            pass                             # the guest was stopped already: nothing sent
+        self.sock.settimeout(timeout)
+        self.request(b"qSupported:swbreak+")
+        if self.request(b"QStartNoAckMode") == b"OK":   # QEMU 7.2 does not: acks stay on
+            self.acks = False
+
+    def _read_packet(self) -> bytes:
+        while True:
+            start = self.buf.find(b"$")
+            end = self.buf.find(b"#", start + 1) if start >= 0 else -1
+            if start >= 0 and end >= 0 and len(self.buf) >= end + 3:
+                payload = self.buf[start + 1:end]
+                self.buf = self.buf[end + 3:]
+                if self.acks:
+                    self.sock.sendall(b"+")
+                return payload
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the gdbstub closed the connection")
+            self.buf += chunk
+
+    def request(self, payload: bytes) -> bytes:
+        checksum = sum(payload) & 0xFF
+        self.sock.sendall(b"$" + payload + b"#" + f"{checksum:02x}".encode())
+        return self._read_packet()
+
+    def close(self) -> None:
+        try:
+            self.request(b"D")              # detach: the guest runs on
+        finally:
+            self.sock.close()
+
+
+def _raw_gdbstub_rate(vm, hits: int) -> float:
+    """Hits/s of a breakpoint on ksys_read driven by a raw remote-protocol client (no gdb):
+    Z0, continue; at each stop z0, single step, Z0 — what gdb does at best per hit."""
+    symbols = (vm.kernel.tree / "System.map").read_text()
+    address = next(int(line.split()[0], 16) for line in symbols.splitlines()
+                   if line.endswith(" ksys_read"))
+    insert, remove = (f"Z0,{address:x},1".encode(), f"z0,{address:x},1".encode())
+    rsp = _RemoteProtocol(vm.enable_gdbstub())
+    try:
+        if rsp.request(insert) != b"OK":
+            raise RuntimeError("the gdbstub refused the breakpoint")
+        start = time.monotonic()
+        for _ in range(hits):
+            rsp.request(b"c")                # answers with the stop reply at the next hit
+            rsp.request(remove)
+            rsp.request(b"s")
+            rsp.request(insert)
+        rate = hits / (time.monotonic() - start)
+        rsp.request(remove)
+    finally:
+        rsp.close()
+    return rate
+
+
+def _kprobe_rate(vm, seconds: float = 1.0) -> float:
+    """Events/s of a kprobe event on ksys_read under a ``dd bs=1`` load, counted by ftrace."""
+    with vm.ftrace(kprobes={"bench_rd": "ksys_read count=%dx:u64"}, buffer_kb=32768,
+                   timeout=120) as tr:
+        vm.run(f"dd if=/dev/zero of=/dev/null bs=1 count=100000000 & sleep {seconds}; "
+               "kill $!", timeout=60)
+    if tr.overrun:
+        raise RuntimeError("the trace buffer overflowed: make it bigger")
+    times = [r.time for r in tr.records if r.event == "bench_rd"]
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
 # The recorded workload: some reads and writes, a little CPU work, a few processes.
-REPLAY_WORKLOAD = "dd if=/dev/urandom bs=4k count=256 2>/dev/null | md5sum; ls -R /sys/block | wc -l"
+REPLAY_WORKLOAD = ("dd if=/dev/urandom bs=4k count=256 2>/dev/null | md5sum; "
+                   "ls -R /sys/block | wc -l")
 
 
 def replay_figures(runs: int = 3) -> dict:
@@ -197,6 +322,7 @@ def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
     figures["accel"] = accel
     figures["boot_to_ready_s"] = round(boot, 3)
     figures["boots"] = boots
+    figures["boot_profile"] = boot_profile()
     restore, steps = _median_restore(max(10, boots))
     figures["restore_to_ready_s"] = round(restore, 3)
     figures["restore_steps_ms"] = steps

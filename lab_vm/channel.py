@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import CommandFailed, GuestTimeout, VMError
 
@@ -222,12 +222,16 @@ class Channel:
         self._answered(REQ_PING, b"ping", b"", timeout, "answer a ping")
         return time.monotonic() - start
 
-    def resumed(self, timeout: float) -> None:
-        """Tell a restored guest the host's wall clock and give it fresh randomness."""
+    def resumed(self, timeout: float, *, mount: Sequence[str] = ()) -> None:
+        """Tell a restored guest the host's wall clock and give it fresh randomness; with
+        ``mount`` (source, target, fstype, options), also mount that file system — all in
+        one round trip."""
         now = time.time_ns()
         payload = struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000)
-        self._answered(REQ_RESUMED, b"", payload + os.urandom(64), timeout,
-                       "take the clock and seed after a restore")
+        spec = b"\0".join(part.encode() for part in mount) + b"\0" if mount else b""
+        self._answered(REQ_RESUMED, spec, payload + os.urandom(64), timeout,
+                       "take the clock and seed" + (" and mount the share" if mount else "")
+                       + " after a restore")
 
     def _answered(self, kind: int, command: bytes, data: bytes, timeout: float,
                   what: str) -> None:

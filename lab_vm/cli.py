@@ -4,9 +4,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 from .errors import LabVMError
+from .modes import SHARE_MOUNT
+
+
+def guest_command(words: list[str]) -> str:
+    """The shell command line for the guest from ``lab-vm run -- WORDS``, exactly as typed.
+
+    One word is a shell command line of its own (``lab-vm run -- 'ls | wc -l'``); several are
+    an argument vector, quoted so the guest's shell sees the same words
+    (``lab-vm run -- sh -c 'exit 42'`` exits 42).
+    """
+    if not words:
+        return "true"
+    if len(words) == 1:
+        return words[0]
+    return shlex.join(words)
 
 
 def cmd_build(args) -> int:
@@ -38,7 +54,7 @@ def cmd_build(args) -> int:
 def cmd_run(args) -> int:
     from .machine import LabVM
 
-    command = " ".join(args.command) if args.command else "true"
+    command = guest_command(args.command)
     with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
                devices=args.device, cold_boot=args.cold) as vm:
         result = vm.run(command, timeout=args.timeout)
@@ -71,22 +87,37 @@ def cmd_gdb(args) -> int:
                f"target remote 127.0.0.1:{vm.enable_gdbstub()}"]
         if args.share:
             cmd += ["-ex", f"lx-symbols {vm.share}"]
+        job = None
+        if args.command:
+            # The guest is paused first, so the command runs at gdb's first `continue`: a
+            # breakpoint set before it in a module not loaded yet (pending; lx-symbols loads
+            # the module's symbols when it loads) catches its init and probe.
+            vm.qmp("stop")
+            job = vm.start(" ".join(args.command))
+            cmd += ["-ex", "set breakpoint pending on"]
         cmd.append(str(vm.kernel.vmlinux))
         print("lab-vm: the guest's commands: `lab-vm run` in another terminal is a separate VM; "
-              "leave gdb with `quit` (the VM stops with it).", file=sys.stderr)
+              "leave gdb with `quit` (the VM stops with it)."
+              + (f" `{' '.join(args.command)}` runs in the guest when you `continue`."
+                 if job else ""), file=sys.stderr)
         # Ctrl-C belongs to gdb (it interrupts the guest), not to us: ignore it while gdb runs.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return subprocess.run(cmd, env=gdb_environment()).returncode
+            status = subprocess.run(cmd, env=gdb_environment()).returncode
         finally:
             signal.signal(signal.SIGINT, old)
+        if job is not None and job.done:
+            result = job.wait(1)
+            print(f"lab-vm: `{job.command}` exited with status {result.status}", file=sys.stderr)
+            sys.stderr.write(result.output)
+        return status
 
 
 def cmd_record(args) -> int:
     """Boot a recorded VM, run the command in it, keep the recording in the output folder."""
     from .machine import LabVM
 
-    command = " ".join(args.command) if args.command else "true"
+    command = guest_command(args.command)
     with LabVM(memory=args.memory, cpus=args.cpus, share=args.share, record=args.output) as vm:
         result = vm.run(command, timeout=args.timeout)
     sys.stdout.buffer.write(result.stdout)
@@ -139,12 +170,48 @@ def cmd_check(args) -> int:
 
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()
-    print(f"lab-vm check: {lab.name}: building {tree} and running the "
+    print(f"lab-vm check: {lab.name}: "
+          f"{'importing' if lab.kind == 'python' else 'building'} {tree} and running the "
           f"{'public and hidden' if args.hidden else 'public'} tests"
-          f"{' on the fast kernel' if args.fast else ''}", file=sys.stderr)
-    report = check(lab, tree, hidden=args.hidden, kernel="fast" if args.fast else None)
+          + (f" matching {', '.join(args.k)}" if args.k else "")
+          + (" on the fast kernel" if args.fast else ""), file=sys.stderr)
+    report = check(lab, tree, hidden=args.hidden, only=args.k,
+                   kernel="fast" if args.fast else None)
     print(format_report(report))
     return 0 if report.full_marks else 1
+
+
+def cmd_notebooks(args) -> int:
+    """Make (or refresh) the working copies of the notebooks that `make lab` opens."""
+    from .workbench import Workbench
+
+    bench = Workbench()
+    changes = [bench.reset(args.reset)] if args.reset else bench.sync()
+    for change in changes:
+        if change.action != "kept" or args.verbose:
+            print(f"{change.action:8} {change.path}")
+    if not args.reset:
+        print(f"lab-vm: your notebooks are in {bench.work} (never overwritten; "
+              "`lab-vm notebooks --reset NAME` starts one afresh, keeping the old copy)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_pack(args) -> int:
+    """Check the working copy builds and is not the skeleton; write the archive to hand in."""
+    from pathlib import Path
+
+    from .grading.lab import load_lab
+    from .grading.pack import pack
+
+    lab = load_lab(args.lab)
+    tree = Path(args.dir) if args.dir else lab.default_workdir()
+    output = Path(args.output or f"{lab.name}-submission.tar.gz")
+    print(f"lab-vm pack: {lab.name}: checking {tree}", file=sys.stderr)
+    packed = pack(lab, tree, output)
+    print(packed.listing())
+    print(f"hand in {packed.archive}: it is exactly what the grader takes")
+    return 0
 
 
 def cmd_doctor(args) -> int:
@@ -178,8 +245,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="accelerator (auto probes KVM and falls back to TCG)")
         p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
         p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
-        p.add_argument("--share", metavar="DIR", help=f"host directory mounted in the guest "
-                       "at /mnt/share")
+        p.add_argument("--share", metavar="DIR", help="host directory mounted in the guest "
+                       f"at {SHARE_MOUNT}")
         p.add_argument("--device", action="append", default=[], metavar="DEV",
                        help="extra QEMU -device (repeatable), e.g. edu")
         p.add_argument("--cold", action="store_true",
@@ -204,7 +271,9 @@ def make_parser() -> argparse.ArgumentParser:
                        "exits with the command's status")
     vm_options(p)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds the command may take")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- CMD [ARG...]: one word is a shell command line, several are "
+                   "quoted as typed")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("shell", help="boot and open the guest console (leave with reboot -f)")
@@ -214,6 +283,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gdb", help="boot and open an interactive gdb on the guest kernel "
                        "(lx-* scripts loaded)")
     vm_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- CMD...: a guest command run at gdb's first `continue` (e.g. "
+                   "insmod /mnt/share/edu.ko with --share .)")
     p.set_defaults(func=cmd_gdb)
 
     p = sub.add_parser("record", help="boot under QEMU's record/replay, run one command, keep "
@@ -223,7 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=256, help="guest memory in MiB")
     p.add_argument("--cpus", type=int, default=1, help="guest CPUs")
     p.add_argument("--share", metavar="DIR", help="host directory whose files the guest sees "
-                   "at /mnt/share (copied in: a recording cannot use a live share)")
+                   f"at {SHARE_MOUNT} (copied in: a recording cannot use a live share)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds the command may take")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...")
     p.set_defaults(func=cmd_record)
@@ -248,9 +320,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
                    "sources, else its skeleton/)")
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
+    p.add_argument("-k", action="append", default=[], metavar="TEST",
+                   help="run only the tests whose name or title contains TEST (repeatable)")
     p.add_argument("--fast", action="store_true", help="boot the book's fast kernel instead of "
-                   "the checking kernel (no lockdep, SLUB debugging, kmemleak: those bugs go unseen)")
+                   "the checking kernel (no lockdep, SLUB debugging, kmemleak: those bugs go "
+                   "unseen)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("notebooks", help="make your working copies of the notebooks "
+                       "(notebooks/mine/, never overwritten; a new upstream version goes beside)")
+    p.add_argument("--reset", metavar="NAME", help="start NAME's copy afresh (the old one is "
+                   "kept as a .backup-… file)")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("pack", help="make the archive to hand in: the lab's source files only, "
+                       "checked to build and to differ from the skeleton")
+    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
+    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
+                   "sources, else its skeleton/)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the archive to write (default: ./<lab>-submission.tar.gz)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("bench", help="measure boot, command round trip and cached build")
     p.add_argument("what", nargs="?", default="vm", choices=["vm", "gdb", "replay"],

@@ -125,7 +125,7 @@ class Debugger:
             if self._pid is not None:
                 _kill(self._pid)
             self._try(self.vm.resume_if_paused)
-            self.vm._debugger_closed(self)
+            self.vm.debugger_closed(self)
 
     def _alive(self) -> bool:
         if self._pid is None:

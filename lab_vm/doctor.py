@@ -41,7 +41,6 @@ def checks() -> list[Check]:
                          "" if not missing else "scripts/setup  (or: sudo apt-get install "
                          + " ".join(missing) + ")"))
     from .build import initramfs, kernel
-
     for label, finder in (("lab kernel", kernel.find_kernel),
                           ("initramfs", initramfs.find_initramfs)):
         try:
@@ -90,8 +89,10 @@ def _kvm_check(earlier: list[Check]) -> Check:
     if not all(c.ok for c in earlier if c.name in ("lab kernel", "initramfs")):
         return Check("kvm", True, "/dev/kvm opens; the probe boot needs the kernel built first")
     from .build import initramfs, kernel
+    from .machine import probe_kvm
 
-    chosen, reason = accel.choose(kernel.find_kernel(), initramfs.find_initramfs())
+    k, i = kernel.find_kernel(), initramfs.find_initramfs()
+    chosen, reason = accel.choose(k, i, lambda: probe_kvm(k, i))
     return Check("kvm", True, f"{chosen}: {reason}")
 
 

@@ -19,6 +19,10 @@ class LabVMError(Exception):
 
     def __str__(self) -> str:
         text = self.message
+        if self.command is not None:
+            text += "\n--- command ---\n" + _command_text(self.command)
+        if self.status is not None:
+            text += f"\n--- exit status: {self.status} ---"
         if self.output:
             text += "\n--- output (last lines) ---\n" + tail(self.output)
         return text
@@ -94,3 +98,13 @@ class DebuggerError(LabVMError):
 def tail(text: str, lines: int = 25) -> str:
     """The last ``lines`` lines of ``text`` — what fits in an error message."""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def _command_text(command) -> str:
+    """A command for a message: a list shell-quoted on one line (as QEMU's VMLaunchFailure
+    shows its command line), a string as it is."""
+    if isinstance(command, (list, tuple)):
+        import shlex
+
+        return shlex.join(str(part) for part in command)
+    return str(command)

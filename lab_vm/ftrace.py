@@ -187,12 +187,14 @@ class Ftrace:
         q = shlex.quote
         lines = ["set -e", f"cd {TRACEFS}", "echo 0 > tracing_on", "echo nop > current_tracer",
                  "echo > set_ftrace_filter", "echo > set_graph_function",
-                 f"echo {int(self.buffer_kb)} > buffer_size_kb", f"echo {q(self.clock)} > trace_clock"]
+                 f"echo {int(self.buffer_kb)} > buffer_size_kb",
+                 f"echo {q(self.clock)} > trace_clock"]
         for name, spec in self.kprobes.items():
             lines.append(f"echo {q(f'p:kprobes/{name} {spec}')} >> kprobe_events")
         lines += [f"echo 1 > {d}/enable" for d in self._event_dirs()]
         if self.tracer != "nop":
-            target = "set_graph_function" if self.tracer == "function_graph" else "set_ftrace_filter"
+            target = ("set_graph_function" if self.tracer == "function_graph"
+                      else "set_ftrace_filter")
             for fn in self.functions:
                 lines.append(f"echo {q(fn)} >> {target}")
             lines.append(f"echo {self.tracer} > current_tracer")

@@ -90,7 +90,7 @@ class QemuDebugger(Debugger):
         self.vm.check_health()
         pid = self.vm.qemu_pid
         # The VM ends its debuggers before QEMU at shutdown: QEMU must not die under ptrace.
-        self.vm._debuggers.append(self)
+        self.vm.debugger_opened(self)
         with context.local(terminal=[sys.executable, str(TERMINAL)], log_level="error"):
             try:
                 self._pid, self._gdb = pwngdb.attach(pid, exe=self.exe, gdbscript="",

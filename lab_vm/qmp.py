@@ -15,11 +15,13 @@ from typing import Any
 
 from qemu.qmp import ExecuteError, QMPClient
 
+from .errors import VMError
+
 LOG = logging.getLogger(__name__)
 
 
-class QMPError(Exception):
-    """QEMU answered with an error, or did not answer."""
+class QMPError(VMError):
+    """QEMU answered with an error, or did not answer (a LabVMError like every other)."""
 
 
 class QMPConnection:

@@ -58,6 +58,7 @@ import uuid
 from pathlib import Path
 
 from . import paths
+from .qemu_binary import qemu_identity
 from .build import cache
 
 LOG = logging.getLogger(__name__)
@@ -75,12 +76,11 @@ class StateError(RuntimeError):
 
 def key(vm) -> str:
     """The identity of a VM configuration, as far as a saved state is concerned."""
-    from .accel import qemu_identity
-
     q = qemu_identity(vm.qemu)
     return cache.digest(RECIPE, vm.kernel.key, vm.initramfs.key, q["qemu_version"], q["qemu"],
                         q["qemu_size"], q["qemu_mtime_ns"], vm.accel, vm.memory, vm.cpus,
-                        vm.firmware, vm.share is not None, *vm._boot_devices(), *vm.qemu_args,
+                        vm.firmware, vm.share is not None, *vm.boot_devices,
+                        *(["-icount", vm.icount] if vm.icount else []), *vm.qemu_args,
                         vm.kernel_cmdline())
 
 
@@ -168,6 +168,7 @@ class SavedState:
                                  f"expected {ram + stream + TRAILER.size}")
             _prefetch(self.fd, size)
             os.lseek(self.fd, ram, os.SEEK_SET)
+            mark_used(path)
         except BaseException:
             os.close(self.fd)
             raise
@@ -185,6 +186,7 @@ class SavedState:
             # symbol table (57k symbols QEMU reads and sorts) it starts ~10 ms sooner.
             args += ["-kernel", str(boot)]
             self.boot_kernel = boot
+            mark_used(boot)
         return args
 
     def load(self, vm) -> None:
@@ -278,7 +280,57 @@ def save(vm, target: Path, ram: SharedRAM, timeout: float = 60.0) -> float:
         if vm.qmp("query-status")["status"] != "running":
             vm.qmp("cont")
     _make_boot_kernel(vm.kernel)
+    prune()
     return time.monotonic() - start
+
+
+# Each configuration (memory, CPUs, devices, kernel, ...) has its own state of 10-30 MB on disk
+# (sparse): without a bound, every kernel rebuild and every lab's device set adds more.
+MAX_STATES = 24
+MAX_AGE_DAYS = 21.0
+
+
+def mark_used(path: Path) -> None:
+    """Record that a state (or stripped kernel) was just used: pruning keeps recent ones.
+
+    The access time says it (set explicitly: file systems mounted relatime would not); the
+    modification time stays that of the save.
+    """
+    try:
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))
+    except OSError:
+        pass
+
+
+def _last_used(st: os.stat_result) -> float:
+    return max(st.st_atime, st.st_mtime)
+
+
+def prune(*, keep: int = MAX_STATES, max_age_days: float = MAX_AGE_DAYS,
+          now: float | None = None) -> list[Path]:
+    """Delete saved states unused for ``max_age_days`` and all but the ``keep`` most recently
+    used; stripped kernels go by age only (states of several kernels share none). A state
+    being restored right now is safe: its QEMU holds the file open.
+    """
+    folder = paths.cache_dir() / "states"
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = [(p, _last_used(p.stat())) for p in folder.iterdir()
+                   if p.suffix == ".state" or (p.name.startswith("vmlinux-")
+                                               and not p.name.endswith(".partial"))]
+    except OSError:
+        return removed
+    states = sorted((e for e in entries if e[0].suffix == ".state"), key=lambda e: -e[1])
+    for rank, (p, used) in enumerate(states):
+        if rank >= keep or now - used > max_age_days * 86400:
+            removed.append(p)
+    removed += [p for p, used in entries
+                if p.suffix != ".state" and now - used > max_age_days * 86400]
+    for p in removed:
+        p.unlink(missing_ok=True)
+        LOG.info("pruned %s from the saved states", p.name)
+    return removed
 
 
 def _copy_pages(src: int, dst: int, size: int) -> int:

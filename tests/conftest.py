@@ -44,6 +44,16 @@ def suite_processes(name: str) -> list[str]:
     return found
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the built lab VM (the ``built`` fixture, also through ``vm``
+    and the others) or is marked ``slow`` as ``vm``; the rest are ``unit``. `make check` runs
+    the units and the few VM tests marked ``smoke``."""
+    for item in items:
+        needs_vm = ("built" in getattr(item, "fixturenames", ())
+                    or item.get_closest_marker("slow") is not None)
+        item.add_marker(pytest.mark.vm if needs_vm else pytest.mark.unit)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_stray_qemu_or_gdb():
     yield

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -40,3 +42,38 @@ def test_every_command_has_help():
     sub = next(a for a in parser._actions if a.dest == "cmd")
     for name, p in sub.choices.items():
         assert p.format_help().startswith("usage: lab-vm " + name), name
+
+
+def test_guest_command_keeps_the_words_as_typed():
+    from lab_vm.cli import guest_command
+
+    assert guest_command([]) == "true"
+    assert guest_command(["ls | wc -l"]) == "ls | wc -l"          # one word: a command line
+    assert guest_command(["sh", "-c", "exit 42"]) == "sh -c 'exit 42'"
+    assert guest_command(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
+
+
+@pytest.mark.smoke
+def test_run_passes_quoting_exit_status_and_signals_through(built):
+    proc = lab_vm("run", "--", "sh", "-c", "exit 42")
+    assert proc.returncode == 42, proc.stderr
+    proc = lab_vm("run", "--", "sh", "-c", 'echo "a b"; false')
+    assert (proc.returncode, proc.stdout) == (1, "a b\n"), proc.stderr
+    proc = lab_vm("run", "--", "sh", "-c", "kill -TERM $$")
+    assert proc.returncode == 128 + 15, (proc.returncode, proc.stderr)
+
+
+def test_a_lab_vm_error_is_one_line_of_advice_not_a_traceback(tmp_path):
+    proc = lab_vm("replay", str(tmp_path / "no-such-recording"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("lab-vm: RecordingError:") and "Traceback" not in proc.stderr
+
+
+def test_error_messages_show_the_command_and_status():
+    from lab_vm.errors import CommandFailed
+
+    err = CommandFailed("insmod failed", command=["insmod", "/mnt/share/my mod.ko"], status=1,
+                        output="insmod: ERROR: could not insert module")
+    text = str(err)
+    assert "insmod '/mnt/share/my mod.ko'" in text and "exit status: 1" in text
+    assert "could not insert module" in text

@@ -1,7 +1,6 @@
 """lab_vm.ftrace: the trace-file parsers on recorded text, then tracing in a real guest."""
 from __future__ import annotations
 
-import pytest
 
 from lab_vm.ftrace import parse_graph, parse_records
 

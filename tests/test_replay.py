@@ -149,7 +149,7 @@ def test_last_write_of_an_unwritten_value_says_so(recording):
 def test_cli_record_prints_the_output_and_leaves_a_replayable_folder(tmp_path, built):
     folder = tmp_path / "rec"
     proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "record", "-o", str(folder), "--",
-                           "echo", "recorded; exit 3"], capture_output=True, text=True,
+                           "echo recorded; exit 3"], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert proc.stdout == "recorded\n"

@@ -86,3 +86,25 @@ def test_device_without_migration_support_works_after_restore(built):
             start, end = int(resource[0], 16), int(resource[1], 16)
             assert start != 0 and end - start + 1 == 1 << 20    # a mapped 1 MiB BAR
     assert vm.restored
+
+
+def test_a_qmp_failure_during_restore_falls_back_to_cold_boot(built, monkeypatch, caplog):
+    """QMP errors are LabVMErrors: the restore's fallback catches them like any other failure."""
+    from lab_vm import qmp
+
+    with LabVM(memory=208, name="qmp-save") as vm:         # a state of its own to restore
+        assert state.path_for(state.key(vm)).exists()
+    real_connect, calls = qmp.QMPConnection.connect, []
+
+    def refuse_first(self, path, timeout, alive=lambda: None):
+        calls.append(path)
+        if len(calls) == 1:                                # the restore's first QMP command
+            raise qmp.QMPError(f"could not connect to {path}: refused by the test")
+        return real_connect(self, path, timeout, alive)
+
+    monkeypatch.setattr(qmp.QMPConnection, "connect", refuse_first)
+    with caplog.at_level(logging.WARNING, logger="lab_vm.machine"):
+        with LabVM(memory=208, name="qmp-fallback") as vm:
+            assert not vm.restored and "refused by the test" in vm.restore_failure
+            assert vm.run("echo fine", timeout=30).text == "fine\n"
+    assert "booting cold instead" in caplog.text

@@ -16,6 +16,7 @@ from lab_vm.machine import LabVM
 from conftest import REPO, qemu_processes
 
 
+@pytest.mark.smoke
 def test_boot_and_uname(vm, built):
     kernel, _ = built
     assert vm.run("uname -r", timeout=30).text.strip() == kernel.release
@@ -72,6 +73,7 @@ def test_command_timeout_kills_and_channel_survives(vm):
     assert "sleep 30" not in vm.run("ps", timeout=30).text
 
 
+@pytest.mark.smoke
 def test_share_is_seen_from_both_sides(built, tmp_path):
     (tmp_path / "from-host.txt").write_text("host says hi\n")
     with LabVM(share=tmp_path, name="share") as vm:
@@ -80,6 +82,7 @@ def test_share_is_seen_from_both_sides(built, tmp_path):
     assert (tmp_path / "from-guest.txt").read_text() == "guest says hi\n"
 
 
+@pytest.mark.smoke
 def test_panic_raises_guest_panic_within_5s(fresh_vm):
     start = time.monotonic()
     with pytest.raises(GuestPanic) as info:
@@ -99,6 +102,7 @@ def test_two_vms_at_once(built):
         assert (a.read_file("/tmp/who"), b.read_file("/tmp/who")) == (b"a", b"b")
 
 
+@pytest.mark.smoke
 def test_sigint_leaves_no_qemu(built, tmp_path):
     marker = f"vmexit-sigint{os.getpid()}-"
     script = textwrap.dedent(f"""

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from .. import paths
+from ..errors import BuildError
 
 LOG = logging.getLogger(__name__)
 STAMP = "COMPLETE"
@@ -74,7 +75,9 @@ class Entry:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{lock_path} stayed locked for {timeout:.0f} s")
+                        raise BuildError(f"{lock_path} stayed locked for {timeout:.0f} s: another "
+                                         "build holds it (wait for it, or remove the lock if "
+                                         "none runs)") from None
                     LOG.info("waiting for another build of %s", self.path.name)
                     time.sleep(1.0)
             try:

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..machine import LabVM
 from . import results as R
 from .archive import ArchiveError, student_name, unpack
+from .hostrun import require_kvm
 from .lab import Lab
 from .results import Report, TestResult, format_report
 from .runner import compile_helpers, grade, grading_kernel
@@ -57,7 +58,7 @@ def discover(folder: Path) -> list[Submission]:
     return subs
 
 
-def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel,
+def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel | None,
                      helpers: dict[str, Path]) -> Report:
     """One submission → its Report; never raises (a grader failure is the verdict ``error``)."""
     start = time.monotonic()
@@ -89,7 +90,10 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
         raise ConfigError("--out must not be inside the submissions folder (it is never "
                           "written to)")
     bwrap()                              # fail before grading anything if a tool is missing
-    kernel = grading_kernel(lab)         # the checking kernel unless lab.toml says "fast"
+    if lab.kind == "python":             # a VMM on the host: /dev/kvm, no kernel, no VM
+        require_kvm()
+    # the checking kernel unless lab.toml says "fast"
+    kernel = grading_kernel(lab) if lab.kind == "module" else None
     subs = discover(submissions)
     out.mkdir(parents=True, exist_ok=True)
     graded: dict[Submission, Report] = {}
@@ -98,7 +102,8 @@ def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
     scratch_root = Path(tempfile.mkdtemp(prefix="vmexit-grade-"))
     try:
         helpers = compile_helpers(lab, scratch_root / "helpers")
-        _warm_up(lab, kernel)
+        if lab.kind == "module":
+            _warm_up(lab, kernel)
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}

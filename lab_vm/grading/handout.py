@@ -9,6 +9,7 @@ wrote for every line that only a TODO's solution has.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import logging
 import shutil
@@ -42,6 +43,29 @@ each test's points, what to fix for each failure, and as its last line
 what happens. Your work is graded with the same tests and a few hidden ones:
 passing every public test is necessary, not sufficient.
 """
+
+# A Python lab (kind = "python") runs on the host: no kernel, no VM, but /dev/kvm.
+CHECK_SECTION_PYTHON = """
+
+## Checking your work
+
+From this folder, with the `lab_vm` package installed (the vmexit repository's `scripts/setup`)
+on a Linux machine where you can open `/dev/kvm`:
+
+```sh
+lab-vm check .
+```
+
+It imports {sources} in the grading sandbox (a bubblewrap container that sees `/dev/kvm`
+and nothing else of your machine), runs each public test's guest programs under your VMM
+with the lab's own `{build}`, and prints each test's points, what to fix for each failure,
+and as its last line `Score: X/Y`. It exits with status 0 only with full marks. Your work is
+graded with the same tests and a few hidden ones: passing every public test is necessary,
+not sufficient.
+"""
+# Beside a handout's sources: their digests as handed out, so that `lab-vm pack` can refuse
+# to pack a working copy nobody has changed.
+SKELETON_DIGESTS = ".skeleton.sha256"
 
 
 @dataclass(frozen=True)
@@ -125,10 +149,14 @@ def make_handout(lab: Lab, out: Path, *, reveal: int = 0) -> Handout:
     files: dict[str, bytes] = {rel: text.encode()
                                for rel, text in skeleton_files(lab, reveal=reveal).items()}
     readme = (lab.root / "README.md").read_text() if (lab.root / "README.md").exists() else ""
-    files["README.md"] = (readme.rstrip("\n") + CHECK_SECTION.format(
+    section = CHECK_SECTION_PYTHON if lab.kind == "python" else CHECK_SECTION
+    files["README.md"] = (readme.rstrip("\n") + section.format(
         sources=", ".join(f"`{s}`" for s in lab.sources), build=", ".join(lab.build),
         devices=f" with the {', '.join(lab.devices)} device" if lab.devices else "")).encode()
     files[LAB_FILE] = (lab.root / LAB_FILE).read_bytes()
+    files[SKELETON_DIGESTS] = "".join(
+        f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n"
+        for name in lab.sources if name in files).encode()
     tests_dir = lab.checker.parent
     for path in _files(tests_dir):
         rel = path.relative_to(lab.root).as_posix()

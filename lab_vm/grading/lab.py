@@ -19,6 +19,7 @@ from .checker import TestSpec, collect
 
 LOG = logging.getLogger(__name__)
 LAB_FILE = "lab.toml"
+KINDS = ("module", "python")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ class Lab:
     root: Path
     name: str
     title: str
-    module: str                      # the .ko the build produces, without ".ko"
+    module: str                      # the .ko the build produces, without ".ko"; for a
+                                     # Python lab, the Python module students write
     sources: tuple[str, ...]         # the files a student writes: all a grader takes
     build: tuple[str, ...]           # the lab's own build files (Kbuild): never the student's
     checker: Path                    # the Python file with the @test functions
@@ -40,6 +42,8 @@ class Lab:
     command_timeout: float = 8.0     # seconds one guest command may take by default
     build_timeout: float = 60.0      # seconds the module build may take
     submission_timeout: float = 180.0  # seconds for a whole submission, build included
+    kind: str = "module"             # "module": a kernel module tested in the lab VM;
+                                     # "python": Python run on the host against /dev/kvm
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -97,6 +101,9 @@ def load_lab(root: str | Path) -> Lab:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    kind = data.get("kind", "module")
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: kind = {kind!r} is not one of {', '.join(KINDS)}")
     known = {f for f in Lab.__dataclass_fields__} - {"root", "name", "extra"}
     try:
         lab = Lab(
@@ -109,6 +116,7 @@ def load_lab(root: str | Path) -> Lab:
             checker=root / data["checker"],
             helpers=tuple(root / h for h in data.get("helpers", [])),
             devices=tuple(data.get("devices", [])),
+            kind=kind,
             **{k: int(data[k]) for k in ("cpus", "memory") if k in data},
             **{k: float(data[k]) for k in ("test_timeout", "command_timeout", "build_timeout",
                                            "submission_timeout") if k in data},

@@ -51,10 +51,10 @@ LOOSE = re.compile(r"\bTODO\s+\d+\b")       # a number after TODO: meant as a ma
 
 
 def syntax_for(path: Path) -> Syntax | None:
-    """C for .c/.h, ``#`` comments for Kbuild/Makefiles/.mk; None: the file has no markers."""
+    """C for .c/.h, ``#`` comments for Kbuild/Makefiles/.mk/.py; None: the file has no markers."""
     if path.suffix in (".c", ".h"):
         return C
-    if path.name in ("Kbuild", "Makefile", "GNUmakefile") or path.suffix == ".mk":
+    if path.name in ("Kbuild", "Makefile", "GNUmakefile") or path.suffix in (".mk", ".py"):
         return HASH
     return None
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE = (
     "ok", "compile-error", "panic", "timeout", "no-output", "bad-archive")
 ERROR = "error"     # the grader itself failed (not the student's doing); the message says why
-VERDICTS = (OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE, ERROR)
+CRASH = "crash"     # a Python lab: the student's code raised or its process died
+VERDICTS = (OK, COMPILE_ERROR, PANIC, TIMEOUT, NO_OUTPUT, BAD_ARCHIVE, ERROR, CRASH)
 DETAIL_CAP = 8000   # characters of compiler output / console excerpt kept in a report
 
 
@@ -77,6 +78,7 @@ VERDICT_TEXT = {
     NO_OUTPUT: "nothing to test: no source file or no module came out of the build",
     BAD_ARCHIVE: "the submission could not be taken apart safely",
     ERROR: "the grader failed",
+    CRASH: "your code raised an exception or its process died (the traceback says where)",
 }
 
 

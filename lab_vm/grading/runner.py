@@ -22,70 +22,38 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..build.initramfs import build_static
 from ..build.kernel import Kernel, find_kernel
-from ..errors import (GuestPanic, GuestTimeout, LabVMError, MissingArtifact, ModuleBuildError,
-                      QEMUExited, VMError)
+from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, MissingArtifact,
+                      ModuleBuildError, QEMUExited, VMError)
 from ..machine import LabVM
 from ..modules import compiler_errors
-from . import reports
+from . import hostrun, reports
 from . import results as R
 from .checker import Session, TestFailure, TestSpec
 from .lab import Lab
 from .results import Report, TestResult, cap
 from .sandbox import INSIDE, Sandbox
+from .sources import NoModule, prepare
 
 LOG = logging.getLogger(__name__)
 GUEST_DIR = "/tmp/lab"           # where the module and the helpers go in the guest
-SEARCH_DEPTH = 4                 # how deep in a submission a source file is looked for
 CONSOLE_TAIL = 40                # console lines kept with a timeout
 # The first line of an oops report, which says what went wrong and where.
 OOPS_START = re.compile(r"BUG:|Oops|general protection fault|kernel BUG at|WARNING:|"
                         r"Unable to handle|invalid opcode|stack-protector|double fault")
 
 
-class NoModule(LabVMError):
-    """There is nothing to test: no source file, or the build made no module."""
-
-
 @dataclass
 class Built:
     ko: Path
     warnings: list[str]
-
-
-def find_sources(lab: Lab, tree: Path) -> dict[str, Path]:
-    """{name: path} of the lab's source files in ``tree`` (the shallowest wins; no links)."""
-    found: dict[str, Path] = {}
-    for name in lab.sources:
-        candidates = [p for p in tree.rglob(name)
-                      if p.is_file() and not p.is_symlink()
-                      and len(p.relative_to(tree).parts) <= SEARCH_DEPTH]
-        if candidates:
-            found[name] = min(candidates, key=lambda p: (len(p.parts), str(p)))
-    return found
-
-
-def prepare(lab: Lab, tree: Path, work: Path) -> None:
-    """Fill the empty ``work`` folder with the copy's sources and the lab's build files."""
-    sources = find_sources(lab, tree)
-    if not sources:
-        raise NoModule(f"no {', '.join(lab.sources)} found in the submission")
-    missing = [name for name in lab.sources if name not in sources]
-    if missing:
-        raise ModuleBuildError(f"the submission lacks {', '.join(missing)}",
-                               errors=[f"{name}: missing" for name in missing])
-    work.mkdir(parents=True, exist_ok=True)
-    for name, path in sources.items():
-        shutil.copyfile(path, work / name)       # contents only: no links, no modes
-    for name in lab.build:
-        shutil.copyfile(lab.build_file(name), work / name)
 
 
 def build(lab: Lab, work: Path, *, kernel: Kernel, timeout: float) -> Built:
@@ -382,16 +350,32 @@ def _unload(lab: Lab, guest: _Guest, test: str = "") -> None:
         guest.leaks_checked = False
 
 
+def select(tests: list[TestSpec], only: Sequence[str]) -> list[TestSpec]:
+    """The tests whose name or title holds one of ``only`` (any case); all when it is empty."""
+    if not only:
+        return tests
+    chosen = [s for s in tests if any(k.lower() in s.name.lower() or k.lower() in s.title.lower()
+                                      for k in only)]
+    if not chosen:
+        raise ConfigError(f"no test matches {', '.join(map(repr, only))}; the tests are: "
+                          + ", ".join(s.name for s in tests))
+    return chosen
+
+
 def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
           kernel: Kernel | str | None = None, helpers: dict[str, Path] | None = None,
-          name: str = "grade") -> Report:
+          name: str = "grade", only: Sequence[str] = ()) -> Report:
     """Grade the working copy ``tree`` (read only); ``scratch`` is an empty folder to build in.
 
-    ``kernel``: the one to build against and boot; by default the lab's (grading_kernel).
+    ``only`` keeps the tests :func:`select` picks (``lab-vm check -k``); ``kernel`` is the
+    one to build against and boot ("fast", "checking", a Kernel), by default the lab's
+    (:func:`grading_kernel`).
     """
     start = time.monotonic()
     deadline = start + lab.submission_timeout
-    tests = lab.tests(hidden=hidden)
+    tests = select(lab.tests(hidden=hidden), only)
+    if lab.kind == "python":            # run on the host, in the sandbox: no kernel, no VM
+        return hostrun.grade(lab, tree, scratch, tests, name=name)
     blank = [TestResult(s.name, s.title, s.points, s.hidden) for s in tests]
 
     def report(verdict: str, results: list[TestResult], detail: str = "",
@@ -421,8 +405,9 @@ def _short(warnings: list[str], limit: int = 10) -> list[str]:
 
 
 def check(lab: Lab, tree: Path | None = None, *, hidden: bool = False,
-          kernel: Kernel | str | None = None) -> Report:
+          only: Sequence[str] = (), kernel: Kernel | str | None = None) -> Report:
     """``lab-vm check``: grade a student's working copy (public tests unless ``hidden``)."""
     tree = (tree or lab.default_workdir()).resolve()
     with tempfile.TemporaryDirectory(prefix="vmexit-check-") as scratch:
-        return grade(lab, tree, Path(scratch), hidden=hidden, name="check", kernel=kernel)
+        return grade(lab, tree, Path(scratch), hidden=hidden, name="check", only=only,
+                     kernel=kernel)

@@ -7,9 +7,11 @@ links, the dynamic linker's cache), the trees the caller lends read-only (the
 kernel tree), a fresh ``/tmp`` and the one work folder it may write. So a
 ``#include "/root/..."`` finds nothing, other students' work and the lab's
 solution are not there, and nothing outside the work folder can be written.
-It has no network (its own empty network namespace), no capabilities, its own
-PID namespace (so killing it kills everything it started), rlimits on file size
-and memory, a wall-clock timeout and a cap on the output kept.
+A lab whose student code is a VMM (Python on the host, hostrun.py) also gets
+``/dev/kvm``, and no other device of the host. It has no network (its own empty
+network namespace), no capabilities, its own PID namespace (so killing it kills
+everything it started), rlimits on file size and memory, a wall-clock timeout
+and a cap on the output kept.
 """
 from __future__ import annotations
 
@@ -55,13 +57,19 @@ def bwrap() -> str:
 
 
 class Sandbox:
-    """Run commands with ``work`` writable at :data:`INSIDE` and ``readonly`` trees visible."""
+    """Run commands with ``work`` writable at :data:`INSIDE` and ``readonly`` trees visible.
+
+    ``devices`` are host device nodes passed in as they are (``/dev/kvm`` for a VMM lab);
+    the sandbox's /dev otherwise holds only null, zero, random and the like.
+    """
 
     def __init__(self, work: Path, *, readonly: Sequence[Path] = (),
-                 file_size: int = 64 << 20, memory: int = 2 << 30, tmp_size: int = 256 << 20,
+                 devices: Sequence[str] = (), file_size: int = 64 << 20,
+                 memory: int = 2 << 30, tmp_size: int = 256 << 20,
                  output_cap: int = 1 << 20) -> None:
         self.work = Path(work).resolve()
         self.readonly = [Path(p).resolve() for p in readonly]
+        self.devices = list(devices)      # host device nodes passed in (a VMM lab: /dev/kvm)
         self.file_size = file_size
         self.memory = memory
         self.tmp_size = tmp_size
@@ -81,6 +89,8 @@ class Sandbox:
                 cmd += ["--ro-bind", path, path]
         cmd += ["--dev", "/dev", "--proc", "/proc",
                 "--size", str(self.tmp_size), "--tmpfs", "/tmp"]
+        for device in self.devices:
+            cmd += ["--dev-bind", device, device]
         for tree in self.readonly:
             cmd += ["--ro-bind", str(tree), str(tree)]
         cmd += ["--bind", str(self.work), INSIDE, "--chdir", INSIDE]

@@ -1,0 +1,95 @@
+"""lab_vm has no import cycles: every module's imports of the package, also the ones deferred
+into functions, form a graph without loops — so its layers can be read off the imports."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "lab_vm"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The lab_vm modules ``path`` imports, anywhere in the file (gdb_side runs inside gdb)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("lab_vm"):
+                continue
+            found.add(target)
+            for alias in node.names:          # "from . import state" names a module
+                if (PACKAGE.parent / (target.replace(".", "/") + f"/{alias.name}.py")).exists():
+                    found.add(f"{target}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("lab_vm")}
+    found.discard(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges = {}
+    for name, path in modules.items():
+        targets = set()
+        for t in imports_of(path):
+            # a package's __init__ is not an edge target of its own submodules
+            if t in modules and not name.startswith(t + "."):
+                targets.add(t)
+        edges[name] = targets
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_checker_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_lab_vm_has_no_import_cycle():
+    loops = cycles(graph())
+    assert not loops, "import cycles in lab_vm:\n" + "\n".join(" -> ".join(c) for c in loops)
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imports in a fresh interpreter (no module needs another imported first)."""
+    names = sorted(n for n in graph() if n != "lab_vm.gdb_side")   # gdb_side needs gdb's Python
+    code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
+    for name in names:
+        proc = subprocess.run([sys.executable, "-c", code, name], capture_output=True,
+                              text=True, cwd=REPO, timeout=120)
+        assert proc.returncode == 0, f"{name}: {proc.stderr[-800:]}"
