@@ -124,11 +124,14 @@ class KernelReport:
     function: str = ""            # where it happened ("stat_get [hrlate]"), when the report says
     locks: list[str] = field(default_factory=list)   # lock names it shows, in its order
     text: str = ""                # the whole report, for the student to read
+    others: list[str] = field(default_factory=list)  # the module's other functions it shows
 
     def summary(self) -> str:
         where = f" in {self.function}" if self.function else ""
+        also = f" (the report also shows {', '.join(self.others)})" if self.others else ""
         held = f"; locks: {', '.join(self.locks)}" if self.locks else ""
-        return f"{self.headline}{where if where.strip() not in self.headline else ''}{held}"
+        return (f"{self.headline}{where if where.strip() not in self.headline else ''}"
+                f"{also}{held}")
 
 
 def _kasan_verdict(what: str) -> str:
@@ -231,7 +234,15 @@ def parse(log: str, *, module: str | None = None) -> list[KernelReport]:
         headline = lines[i].strip()
         if verdict == BAD_OBJECT:
             headline = headline[headline.index("ODEBUG:"):]
-        reports.append(KernelReport(verdict, headline, func, locks, "\n".join(lines[start:end])))
+        # e.g. lockdep's "{HARDIRQ-ON-W} state was registered at:" the other place at fault
+        others = []
+        for name, mod in frames:
+            named = f"{name} [{mod}]"
+            if mod and (module is None or mod == module) and named != func \
+                    and named not in others:
+                others.append(named)
+        reports.append(KernelReport(verdict, headline, func, locks, "\n".join(lines[start:end]),
+                                    others[:3]))
         i = max(end, i + 1)
     return reports
 
