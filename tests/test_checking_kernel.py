@@ -286,3 +286,34 @@ def test_every_solution_keeps_full_marks_on_the_checking_kernel(checking, lab_na
     assert report.full_marks, [(r.name, r.status, r.message[:500]) for r in report.results
                                if not r.passed]
     assert not verdicts(report)
+
+
+@pytest.mark.slow
+def test_a_bare_module_address_is_named_from_the_ko_and_where_insmod_put_it(built, tmp_path):
+    """What names kmemleak's frames after rmmod: the .ko's symbols plus the .text base that
+    Session.insmod notes, checked against kallsyms while the module is loaded (fast kernel:
+    the naming does not depend on the checking options)."""
+    from lab_vm.grading.checker import Session
+    from lab_vm.grading.runner import build, grading_kernel
+    from lab_vm.grading.sources import prepare
+    from lab_vm.machine import LabVM
+
+    lab = load_lab(HRLATE)
+    fast = grading_kernel(lab, "fast")
+    prepare(lab, lab.solution, tmp_path / "work")
+    ko = build(lab, tmp_path / "work", kernel=fast, timeout=300).ko
+    with LabVM(kernel=fast, name="symbols") as vm:
+        vm.write_file("/tmp/hrlate.ko", ko.read_bytes())
+        session = Session(vm, module="hrlate", module_path="/tmp/hrlate.ko", helpers={},
+                          command_timeout=20, deadline=float("inf"))
+        session.insmod()
+        kallsyms = vm.run("grep -E ' (hrlate_fire|stat_get)\\s+\\[hrlate\\]' /proc/kallsyms",
+                          timeout=30).text.split("\n")
+        session.rmmod()
+    assert len(session.text_bases) == 1
+    symbols = reports.Symbols(ko)
+    seen = {line.split()[2]: int(line.split()[0], 16) for line in kallsyms if line.strip()}
+    assert set(seen) == {"hrlate_fire", "stat_get"}
+    for name, address in seen.items():
+        assert symbols.name(address, session.text_bases[0]) == f"{name}+0x0"
+        assert symbols.name(address + 5, session.text_bases[0]) == f"{name}+0x5"
