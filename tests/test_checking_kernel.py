@@ -317,3 +317,15 @@ def test_a_bare_module_address_is_named_from_the_ko_and_where_insmod_put_it(buil
     for name, address in seen.items():
         assert symbols.name(address, session.text_bases[0]) == f"{name}+0x0"
         assert symbols.name(address + 5, session.text_bases[0]) == f"{name}+0x5"
+
+
+@pytest.mark.slow
+def test_a_warning_that_is_no_verdict_still_fails_the_test(built):
+    """expect_quiet_kernel() leaves the verdicts' reports out, not every complaint: a WARN_ON
+    still fails the test it came in (on the fast kernel, which has none of the verdicts)."""
+    source = edit(hrlate(), "\thrlate_files();\n\treturn 0;\n",
+                  "\thrlate_files();\n\tWARN_ON(1);\n\treturn 0;\n")
+    report = grade_source(source, kernel_choice="fast", only=["loads_and_unloads"])
+    (row,) = report.results
+    assert row.status == "fail" and "BAD" in row.message and "WARNING:" in row.message, row
+    assert not verdicts(report)
