@@ -191,13 +191,14 @@ def parse(log: str, *, module: str | None = None) -> list[KernelReport]:
     reports = []
     i = 0
     while i < len(lines):
-        for verdict, header in HEADERS:
+        for kind, header in HEADERS:
             m = header.search(lines[i])
             if m:
                 break
         else:
             i += 1
             continue
+        verdict = kind
         start = i
         # the banner above lockdep's and KASAN's reports, or WARN()'s "cut here"
         if start > 0 and (END_RULE.match(lines[start - 1]) or re.match(r"^-{10,}\s*$",

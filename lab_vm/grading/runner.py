@@ -12,11 +12,12 @@ The steps, and the verdict each can end in:
 
 Between tests the module is unloaded; if it will not go, the next test gets a new VM.
 
-The VM runs the *checking kernel* (lockdep, SLUB debugging, kmemleak...: lab_vm/kconfig/checking)
-unless the lab's lab.toml says ``[checking] kernel = "fast"``. After each test its kernel
-log is read for that kernel's bug reports, and after the last one SLUB checks every cache
-and kmemleak scans for what the module leaked; each kind of report seen becomes a result row of its own that takes
-off the lab's points for it (:mod:`.reports`).
+The VM runs the *checking kernel* (lockdep, SLUB debugging, kmemleak...:
+lab_vm/kconfig/checking) unless the lab's lab.toml says ``[checking] kernel = "fast"``.
+After each test its kernel log is read for that kernel's bug reports, and after the last
+one SLUB checks every cache and kmemleak scans for what the module leaked; each kind of
+report seen becomes a result row of its own that takes off the lab's points for it
+(:mod:`.reports`).
 """
 from __future__ import annotations
 
