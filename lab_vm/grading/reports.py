@@ -185,20 +185,26 @@ def _locks(lines: list[str]) -> list[str]:
     return found
 
 
+def _header(line: str) -> tuple[str | None, re.Match] | None:
+    """(kind, match) if ``line`` starts a report (kind None: the match decides)."""
+    for kind, header in HEADERS:
+        m = header.search(line)
+        if m:
+            return kind, m
+    return None
+
+
 def parse(log: str, *, module: str | None = None) -> list[KernelReport]:
     """The checking kernel's reports in a kernel log (dmesg or console), in order."""
     lines = TIMESTAMP_RE.sub("", log).splitlines()
     reports = []
     i = 0
     while i < len(lines):
-        for kind, header in HEADERS:
-            m = header.search(lines[i])
-            if m:
-                break
-        else:
+        found = _header(lines[i])
+        if found is None:
             i += 1
             continue
-        verdict = kind
+        verdict, m = found
         start = i
         # the banner above lockdep's and KASAN's reports, or WARN()'s "cut here"
         if start > 0 and (END_RULE.match(lines[start - 1]) or re.match(r"^-{10,}\s*$",
