@@ -31,7 +31,7 @@ from .archive import ArchiveError, student_name, unpack
 from .hostrun import require_kvm
 from .lab import Lab
 from .results import Report, TestResult, format_report
-from .runner import compile_helpers, grade, grading_kernel
+from .runner import CHECKING_BOOT_TIMEOUT, compile_helpers, grade, grading_kernel
 from .sandbox import bwrap
 
 LOG = logging.getLogger(__name__)
@@ -131,8 +131,8 @@ def _warm_up(lab: Lab, kernel: Kernel | None = None) -> None:
     workers start: two first boots at once would both save the state, into the same file.
     (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
     try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory,
-                   kernel=kernel) as vm:
+        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory, kernel=kernel,
+                   boot_timeout=CHECKING_BOOT_TIMEOUT) as vm:
             vm.run("true", timeout=30, check=True)
     except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
         LOG.warning("the lab VM did not start for the warm-up: %s", exc)

@@ -46,6 +46,7 @@ from .sources import NoModule, prepare
 LOG = logging.getLogger(__name__)
 GUEST_DIR = "/tmp/lab"           # where the module and the helpers go in the guest
 CONSOLE_TAIL = 40                # console lines kept with a timeout
+CHECKING_BOOT_TIMEOUT = 180.0    # s: a cold boot of the checking kernel on a busy machine
 # The first line of an oops report, which says what went wrong and where.
 OOPS_START = re.compile(r"BUG:|Oops|general protection fault|kernel BUG at|WARNING:|"
                         r"Unable to handle|invalid opcode|stack-protector|double fault")
@@ -122,8 +123,12 @@ class _Guest:
         if self.vm is None:
             # LabVM restores a saved guest and plugs the lab's devices in afterwards
             # (see LabVM._hotplugged: edu cannot be migrated).
+            # the checking kernel's cold boot (the first, before its state is saved) runs
+            # lockdep, debugobjects and kmemleak over all of boot: give it longer
+            checking = self.kernel is not None and self.kernel.variant is not None
             vm = LabVM(name=self.name, devices=self.lab.devices, cpus=self.lab.cpus,
-                       memory=self.lab.memory, kernel=self.kernel)
+                       memory=self.lab.memory, kernel=self.kernel,
+                       boot_timeout=CHECKING_BOOT_TIMEOUT if checking else 60.0)
             self.vm = vm
             vm.launch()
             vm.run(f"mkdir -p {GUEST_DIR}", timeout=10, check=True)

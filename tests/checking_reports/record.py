@@ -36,7 +36,7 @@ def main() -> None:
             (tree / "hrlate.c").write_text(source)
             runner.prepare(lab, tree, work)
             built = runner.build(lab, work, kernel=kernel, timeout=300)
-            with LabVM(kernel=kernel, name="record") as vm:
+            with LabVM(kernel=kernel, name="record", boot_timeout=180) as vm:
                 vm.write_file("/tmp/hrlate.ko", built.ko.read_bytes())
                 vm.run("dmesg -c > /dev/null", timeout=30)
                 for step in STEPS:
