@@ -78,6 +78,9 @@ LOCK_RE = re.compile(r"\((?P<lock>[^(){}]+)\)\{[^}]*\}(?:-\{\d:\d\})?"
 HEADERS: list[tuple[str | None, re.Pattern]] = [
     (SLEEPS, re.compile(r"BUG: sleeping function called from invalid context.*")),
     (SLEEPS, re.compile(r"BUG: scheduling while atomic.*")),
+    (SLEEPS, re.compile(r"do not call blocking ops when !TASK_RUNNING.*")),
+    # lockdep's bracketed form: "[ BUG: Invalid wait context ]" (a mutex in an IRQ handler)
+    (LOCKS, re.compile(r"\[ BUG: (?P<what>[^\]]+) \]")),
     (LOCKS, re.compile(r"WARNING: (possible circular locking dependency detected|"
                        r"inconsistent lock state|possible recursive locking detected|"
                        r"possible irq lock inversion dependency detected|"
@@ -91,9 +94,9 @@ HEADERS: list[tuple[str | None, re.Pattern]] = [
                       r"(?: \[(?P<module>\w+)\])?")),
     (None, re.compile(r"BUG: KFENCE: (?P<what>[\w-]+(?: (?:read|write))?) in "
                       r"(?P<func>[\w.$]+)\S*(?: \[(?P<module>\w+)\])?")),
-    (None, re.compile(r"BUG (?P<cache>[\w-]+) \(.*\): (?P<what>Poison overwritten|"
-                      r"Object already free|Redzone overwritten|Invalid object pointer|"
-                      r"Left Redzone overwritten|Right Redzone overwritten).*")),
+    # SLUB: "Poison overwritten", "Object already free", "Right Redzone overwritten", and
+    # what follows from them ("Slab disabled since SLUB metadata consistency check failed")
+    (None, re.compile(r"BUG (?P<cache>[\w-]+) \(.*\): (?P<what>.+)")),
     (BAD_OBJECT, re.compile(r"ODEBUG: (?P<what>.+?) (?:\(active state \d+\) )?"
                             r"(?:object: \S+ )?object type: (?P<type>\S+)"
                             r"(?: hint: (?P<hint>[\w.$]+)\S*(?: \[(?P<module>\w+)\])?)?")),
@@ -150,10 +153,11 @@ def _end(lines: list[str], start: int, verdict_hint: str, limit: int = 300) -> i
 
 
 def _frames(lines: list[str]) -> list[tuple[str, str | None]]:
+    """The reliable frames: "? f+0x.." is a stale return address the unwinder guessed."""
     out = []
     for line in lines:
         m = FRAME_RE.match(line)
-        if m:
+        if m and not line.lstrip().startswith("? "):
             out.append((m["func"], m["module"]))
     return out
 
@@ -236,6 +240,8 @@ def parse(log: str, *, module: str | None = None) -> list[KernelReport]:
         if verdict == LOCKS:
             # lockdep's first "at:" is where the lock at fault is taken now: the culprit
             ats = [m2 for line in body[:40] for m2 in LOCK_RE.finditer(line) if m2["at"]]
+            mine = [a for a in ats if a["module"] and (module is None or a["module"] == module)]
+            ats = mine or ats
             if ats:
                 func = ats[0]["at"] + (f" [{ats[0]['module']}]" if ats[0]["module"] else "")
         headline = lines[i].strip()

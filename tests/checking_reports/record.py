@@ -29,7 +29,7 @@ STEPS = ["insmod /tmp/hrlate.ko", f"echo 1 > {DIR}/running", "sleep 0.2", f"cat 
 def main() -> None:
     kernel = find_kernel("checking")
     lab = load_lab(cases.HRLATE)
-    for name, source in (("memory", cases.memory_bugs()), ("locking", cases.locking_bugs())):
+    for name, source in (("memory", cases.memory_bugs()), ("locking", cases.mutex_in_handler())):
         with tempfile.TemporaryDirectory(prefix="ckr-", dir="/tmp") as tmp:
             tree, work = Path(tmp) / "tree", Path(tmp) / "work"
             tree.mkdir()
