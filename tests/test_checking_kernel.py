@@ -9,7 +9,6 @@ another: lockdep stops after its first report, KASAN after its first.
 """
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
@@ -265,14 +264,16 @@ def test_memory_bugs_each_get_their_verdict(checking):
     assert set(got) >= {reports.SLEEPS, reports.UAF, reports.BAD_OBJECT, reports.LEAK}, \
         [(r.name, r.message[:200]) for r in report.results]
     assert "stat_get [hrlate]" in got[reports.SLEEPS].message
-    assert "stats_lock" in got[reports.SLEEPS].message
+    # the lock held: in the sleeping report, or in lockdep's if lockdep spoke first (it then
+    # stops tracking held locks)
+    assert "stats_lock" in got[reports.SLEEPS].message + getattr(got.get(reports.LOCKS), "message", "")
     assert "histogram_show [hrlate]" in got[reports.UAF].message
     assert "hrtimer" in got[reports.BAD_OBJECT].message
     assert "histogram_open" in got[reports.LEAK].message
     for verdict, row in got.items():
         assert row.points == -reports.points(load_lab(HRLATE))[verdict] and row.fix
     # the tests of the module's function do not fail for the reports themselves
-    assert next(r for r in report.results if r.name == "loads_and_unloads").passed
+    assert next(r for r in report.results if r.name == "start_and_stop").passed
 
 
 @pytest.mark.slow
@@ -294,8 +295,9 @@ def test_a_lock_the_handler_takes_taken_with_interrupts_on_is_a_lock_order_bug(c
     assert set(got) == {reports.LOCKS}, [(r.name, r.message[:200]) for r in report.results]
     # lockdep names where the lock is taken now and where its other use was registered
     assert "stats_lock" in got[reports.LOCKS].message
-    assert {"hrlate_start [hrlate]", "hrlate_fire [hrlate]"} <= set(
-        re.findall(r"\w+ \[hrlate\]", got[reports.LOCKS].message))
+    # (hrlate_start is inlined into running_set, its caller)
+    message = got[reports.LOCKS].message
+    assert "hrlate_fire" in message and ("hrlate_start" in message or "running_set" in message)
 
 
 @pytest.mark.slow
