@@ -185,8 +185,11 @@ def memory_bugs() -> str:
     """A GFP_KERNEL allocation under a spinlock, a buffer leaked per open, a write after
     kfree(), and no hrtimer_cancel() at unload: one module, four verdicts."""
     src = hrlate()
-    # sleeping under a spinlock: kmalloc(GFP_KERNEL) may sleep, stats_lock is held
+    # sleeping under a spinlock: kmalloc(GFP_KERNEL) may sleep, stats_lock is held; and a
+    # buffer leaked at every read of a statistic (many leaks: kmemleak misses an object that
+    # a stale pointer somewhere in memory still seems to reference)
     src = edit(src, "\tspin_lock_irq(&stats_lock);\n\tswitch ((uintptr_t)data) {\n",
+               "\tif (!kmalloc(96, GFP_KERNEL))\n\t\treturn -ENOMEM;\n"
                "\tspin_lock_irq(&stats_lock);\n"
                "\tkfree(kmalloc(16, GFP_KERNEL));\n"
                "\tswitch ((uintptr_t)data) {\n")
@@ -269,7 +272,8 @@ def test_memory_bugs_each_get_their_verdict(checking):
     assert "stats_lock" in got[reports.SLEEPS].message + getattr(got.get(reports.LOCKS), "message", "")
     assert "histogram_show [hrlate]" in got[reports.UAF].message
     assert "hrtimer" in got[reports.BAD_OBJECT].message
-    assert "histogram_open" in got[reports.LEAK].message
+    assert "histogram_open" in got[reports.LEAK].message or \
+        "stat_get" in got[reports.LEAK].message
     for verdict, row in got.items():
         assert row.points == -reports.points(load_lab(HRLATE))[verdict] and row.fix
     # the tests of the module's function do not fail for the reports themselves
