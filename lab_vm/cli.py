@@ -43,7 +43,8 @@ def cmd_build(args) -> int:
         print(f"qemu-debug {q.version}  {q.binary}")
         print(f"run with   LabVM(qemu={str(q.binary)!r}, qemu_args={q.qemu_args!r})")
         return 0
-    k = kernel.build_kernel(jobs=args.jobs, force=args.force)
+    k = kernel.build_kernel(jobs=args.jobs, force=args.force,
+                            variant="checking" if args.checking else None)
     i = initramfs.build_initramfs(force=args.force)
     print(f"kernel    {k.release}  {k.tree}")
     print(f"vmlinux   {k.vmlinux}")
@@ -173,8 +174,10 @@ def cmd_check(args) -> int:
     print(f"lab-vm check: {lab.name}: "
           f"{'importing' if lab.kind == 'python' else 'building'} {tree} and running the "
           f"{'public and hidden' if args.hidden else 'public'} tests"
-          + (f" matching {', '.join(args.k)}" if args.k else ""), file=sys.stderr)
-    report = check(lab, tree, hidden=args.hidden, only=args.k)
+          + (f" matching {', '.join(args.k)}" if args.k else "")
+          + (" on the fast kernel" if args.fast else ""), file=sys.stderr)
+    report = check(lab, tree, hidden=args.hidden, only=args.k,
+                   kernel="fast" if args.fast else None)
     print(format_report(report))
     return 0 if report.full_marks else 1
 
@@ -261,6 +264,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "Debian's QEMU built with debug info, for gdb on QEMU itself")
     p.add_argument("--jobs", "-j", type=int, help="parallel make jobs (default: cores + 1)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--checking", action="store_true", help="the checking kernel instead: the "
+                   "lab kernel plus lockdep, SLUB debugging, kmemleak..., which grading boots")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="boot, run one command in the guest, print its output; "
@@ -318,6 +323,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
     p.add_argument("-k", action="append", default=[], metavar="TEST",
                    help="run only the tests whose name or title contains TEST (repeatable)")
+    p.add_argument("--fast", action="store_true", help="boot the book's fast kernel instead of "
+                   "the checking kernel (no lockdep, SLUB debugging, kmemleak: those bugs go "
+                   "unseen)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("notebooks", help="make your working copies of the notebooks "

@@ -118,7 +118,7 @@ class LabVM:
                  share: str | os.PathLike | None = None, devices: Sequence[str] = (),
                  gdb: bool = False, gdb_wait: bool = False, firmware: str = "qboot",
                  append: str = "", qemu_args: Sequence[str] = (),
-                 kernel: Kernel | None = None, initramfs: Initramfs | None = None,
+                 kernel: Kernel | str | None = None, initramfs: Initramfs | None = None,
                  boot_timeout: float = 60.0, cold_boot: bool = False, qemu: str = QEMU,
                  record: str | os.PathLike | None = None, icount: str | None = None,
                  name: str = "vm", mode: Mode | None = None) -> None:
@@ -153,6 +153,12 @@ class LabVM:
         self.mode = mode or Mode()
         if not self.mode.restorable:
             accel, cold_boot = "tcg", True      # a recording starts from the first instruction
+        # A name picks a variant: "checking" (lockdep, kmemleak...: what grading boots) or "fast"
+        # (the book's, also the default). Saved states are keyed by the kernel's key: no mixing.
+        if isinstance(kernel, str):
+            if kernel not in ("fast", "checking"):
+                raise ConfigError(f"unknown kernel {kernel!r}: choose fast or checking")
+            kernel = find_kernel(None if kernel == "fast" else kernel)
         self.kernel = kernel or find_kernel()
         self.initramfs = initramfs or find_initramfs()
         self.accel_requested = accel

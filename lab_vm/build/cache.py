@@ -91,12 +91,14 @@ def prune(kind: str, keep: int, root: Path | None = None) -> list[Path]:
 
     Kernel trees are 2 GB each; without this every change of a config fragment
     would leave one behind. Incomplete entries are left alone: one may be
-    building right now.
+    building right now. Only entries of exactly ``kind`` count: keys hold no
+    ``-``, so ``kernel-checking-<key>`` (another kind) is not a ``kernel`` entry.
     """
     import shutil
 
     base = root or paths.cache_dir()
-    done = sorted((p for p in base.glob(f"{kind}-*") if (p / STAMP).is_file()),
+    done = sorted((p for p in base.glob(f"{kind}-*")
+                   if "-" not in p.name[len(kind) + 1:] and (p / STAMP).is_file()),
                   key=lambda p: (p / STAMP).stat().st_mtime, reverse=True)
     for old in done[keep:]:
         LOG.info("pruning the old cache entry %s", old)

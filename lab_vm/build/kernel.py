@@ -4,6 +4,13 @@ The fragments in ``lab_vm/kconfig/`` are merged onto ``tinyconfig`` in file-name
 order, then ``olddefconfig`` fills in the rest. olddefconfig silently drops a
 symbol whose dependencies are off, so the final .config is checked against
 every line the fragments asked for, and the build fails naming what was lost.
+
+A *variant* is the same kernel with more fragments: ``lab_vm/kconfig/<variant>/*.config``
+are merged after the base ones (a later line overrides an earlier one, in the merge
+and in the check). The base glob does not see them, so a variant never changes the
+book's kernel key. ``checking`` is the variant with the kernel's bug detectors
+(lockdep, SLUB debugging, kmemleak...) that grading boots. Each variant is its own cache
+entry kind (``kernel-checking-<key>``), pruned apart from the book's kernel.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ class Kernel:
 
     tree: Path
     key: str
+    variant: str | None = None       # None: the book's kernel; else a folder of lab_vm/kconfig
 
     @property
     def vmlinux(self) -> Path:
@@ -76,9 +84,22 @@ class Kernel:
         return (self.tree / "include/config/kernel.release").read_text().strip()
 
 
-def fragments() -> list[Path]:
-    """The config fragments, in the order they are merged."""
-    return sorted(paths.KCONFIG_DIR.glob("*.config"))
+def variants() -> list[str]:
+    """The kernel variants there are fragments for (folders of lab_vm/kconfig)."""
+    return sorted(p.name for p in paths.KCONFIG_DIR.iterdir()
+                  if p.is_dir() and any(p.glob("*.config")))
+
+
+def fragments(variant: str | None = None) -> list[Path]:
+    """The config fragments, in the order they are merged: the base ones, then the variant's."""
+    base = sorted(paths.KCONFIG_DIR.glob("*.config"))
+    if variant is None:
+        return base
+    extra = sorted((paths.KCONFIG_DIR / variant).glob("*.config"))
+    if not extra or "/" in variant or variant.startswith("."):
+        raise KconfigError(f"no kernel variant {variant!r}: lab_vm/kconfig has fragments for "
+                           f"{', '.join(variants()) or 'none'}", [])
+    return base + extra
 
 
 def parse_fragment(text: str) -> dict[str, str]:
@@ -95,14 +116,22 @@ def parse_fragment(text: str) -> dict[str, str]:
 
 
 def missing_symbols(final_config: str, frags: list[Path]) -> list[str]:
-    """Lines the fragments asked for that the final .config does not hold."""
+    """Lines the fragments asked for that the final .config does not hold.
+
+    As in the merge, a later fragment's line for a symbol replaces an earlier one's
+    (a variant may turn on what a base fragment leaves off).
+    """
     have = parse_fragment(final_config)
-    missing = []
+    wanted: dict[str, tuple[str, str]] = {}
     for frag in frags:
         for name, value in parse_fragment(frag.read_text()).items():
-            got = have.get(name, "n")
-            if got != value:
-                missing.append(f"{name}={value} (got {got}; asked in {frag.name})")
+            wanted.pop(name, None)          # re-insert: keep the order of the last asker
+            wanted[name] = (value, frag.name)
+    missing = []
+    for name, (value, asker) in wanted.items():
+        got = have.get(name, "n")
+        if got != value:
+            missing.append(f"{name}={value} (got {got}; asked in {asker})")
     return missing
 
 
@@ -125,36 +154,44 @@ def _compiler_version() -> str:
     return out.stdout.strip()
 
 
-def entry() -> cache.Entry:
+def kind(variant: str | None = None) -> str:
+    """The cache entry kind of a variant: ``kernel``, ``kernel-checking``."""
+    return "kernel" if variant is None else f"kernel-{variant}"
+
+
+def entry(variant: str | None = None) -> cache.Entry:
     """The cache entry for the current inputs (source version, fragments, compiler, recipe)."""
     if not SOURCE_TARBALL.exists():
         raise MissingArtifact(f"{SOURCE_TARBALL} is missing: run `scripts/setup` "
                               f"(it installs the Debian package {SOURCE_PACKAGE})")
-    key = cache.digest(RECIPE, _source_version(), _compiler_version(), *fragments())
-    return cache.Entry("kernel", key)
+    key = cache.digest(RECIPE, _source_version(), _compiler_version(), *fragments(variant))
+    return cache.Entry(kind(variant), key)
 
 
-def find_kernel() -> Kernel:
+def find_kernel(variant: str | None = None) -> Kernel:
     """The built kernel for the current inputs, or an error naming the command that builds it."""
-    ent = entry()
+    ent = entry(variant)
     if not ent.valid:
-        raise MissingArtifact(
-            "the lab kernel is not built for the current config fragments "
-            f"(expected {ent.path}): run `lab-vm build` (about 3 minutes on 2 cores)")
-    return Kernel(ent.path / "linux", ent.key)
+        what, how = (("the lab kernel", "`lab-vm build` (about 3 minutes on 2 cores)")
+                     if variant is None else
+                     (f"the {variant} kernel",
+                      f"`lab-vm build --{variant}` (10-20 minutes on 2 cores)"))
+        raise MissingArtifact(f"{what} is not built for the current config fragments "
+                              f"(expected {ent.path}): run {how}")
+    return Kernel(ent.path / "linux", ent.key, variant)
 
 
-def build_kernel(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
-                 force: bool = False, stream=None) -> Kernel:
-    """Build (or return the cached) lab kernel."""
-    ent = entry()
+def build_kernel(*, variant: str | None = None, jobs: int | None = None,
+                 timeout: float = BUILD_TIMEOUT, force: bool = False, stream=None) -> Kernel:
+    """Build (or return the cached) lab kernel, or one of its variants."""
+    ent = entry(variant)
     if ent.valid and not force:
-        return Kernel(ent.path / "linux", ent.key)
+        return Kernel(ent.path / "linux", ent.key, variant)
     jobs = jobs or (os.cpu_count() or 1) + 1
     deadline = time.monotonic() + timeout
     with ent.locked(timeout=timeout):
         if ent.valid and not force:        # another process finished it while we waited
-            return Kernel(ent.path / "linux", ent.key)
+            return Kernel(ent.path / "linux", ent.key, variant)
         ent.invalidate()
         ent.path.mkdir(parents=True, exist_ok=True)
         tree = ent.path / "linux"
@@ -166,7 +203,7 @@ def build_kernel(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
                        timeout=max(1.0, deadline - time.monotonic()), stream=stream)
 
         make("tinyconfig", label="kernel: tinyconfig")
-        frags = fragments()
+        frags = fragments(variant)
         run_logged(["scripts/kconfig/merge_config.sh", "-m", ".config", *map(str, frags)],
                    cwd=tree, log_path=log, label="kernel: merge fragments",
                    timeout=120, stream=stream)
@@ -177,16 +214,16 @@ def build_kernel(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
                                "(turn on what they depend on):\n  " + "\n  ".join(missing),
                                missing)
         make("all", "scripts_gdb", label="kernel: make")
-        kernel = Kernel(tree, ent.key)
+        kernel = Kernel(tree, ent.key, variant)
         # A symbol index in vmlinux makes gdb start in 0.5 s instead of 1.5 s (every attach).
         run_logged(["gdb-add-index", str(kernel.vmlinux)], cwd=tree, log_path=log,
                    label="kernel: gdb index", timeout=300, stream=stream)
         for artifact in (kernel.vmlinux, kernel.bzimage, kernel.gdb_script):
             if not artifact.exists():
                 raise BuildError(f"kernel build finished but {artifact} is missing")
-        ent.complete(source=_source_version(), release=kernel.release,
+        ent.complete(source=_source_version(), release=kernel.release, variant=variant,
                      fragments=[f.name for f in frags], built=time.time())
-        cache.prune("kernel", keep=2)
+        cache.prune(kind(variant), keep=2)
         return kernel
 
 

@@ -9,6 +9,7 @@ checker). The pieces, one job each:
 - :mod:`.results`   per-test results, verdicts, the printed report ending in ``Score: X/Y``
 - :mod:`.sandbox`   bubblewrap: a compile that cannot write outside its folder or reach the net
 - :mod:`.runner`    build a working copy in the sandbox, run the tests in a fresh VM, a verdict
+- :mod:`.reports`   the checking kernel's bug reports (lockdep, SLUB, kmemleak...) → verdicts
 - :mod:`.archive`   taking a submission (folder, .tar.gz, .zip) apart safely
 - :mod:`.batch`     a folder of submissions → grades.csv, grades.json, feedback files
 - :mod:`.store`     rows written as each submission finishes; a rerun grades what changed

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ..build.kernel import Kernel, find_kernel
+from ..build.kernel import Kernel
 from ..errors import ConfigError
 from . import results as R
 from .archive import student_name
@@ -31,6 +31,7 @@ from .hostrun import require_kvm
 from .lab import Lab
 from .results import Report, format_report
 from .runner import compile_helpers
+from .runner import grading_kernel as _lab_kernel
 from .sandbox import bwrap
 from .sheets import RosterEntry, read_roster, write_sheets
 from .store import ResultStore, content_hash, lab_hash, write_atomic
@@ -56,8 +57,9 @@ def discover(folder: Path) -> list[Submission]:
 
 def grading_kernel(lab: Lab) -> Kernel | None:
     """The kernel submissions are built against and booted on (None: a Python lab has
-    none): by scripts/grade, its Dask workers and the Gradescope autograder alike."""
-    return find_kernel() if lab.kind == "module" else None
+    none): the checking kernel unless lab.toml asks for the fast one (runner.grading_kernel);
+    used by scripts/grade, its Dask workers and the Gradescope autograder alike."""
+    return _lab_kernel(lab) if lab.kind == "module" else None
 
 
 def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,

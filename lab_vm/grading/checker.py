@@ -34,6 +34,9 @@ LOG = logging.getLogger(__name__)
 ATTR = "__vmexit_test__"
 OUTPUT_CAP = 256 << 10      # bytes of one command's output a test gets to see
 TIMESTAMP_RE = re.compile(r"^\[\s*\d+\.\d+\] ", re.M)
+# A WARN_ON(), an oops that did not panic, a sleeping-in-atomic splat: not a panic, but a bug.
+KERNEL_TROUBLE = [r".*WARNING:", r".*\bBUG[: ]", r".*Call Trace:", r".*sleeping function called",
+                  r".*scheduling while atomic", r".*ODEBUG:"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class Session:
         self.helpers = helpers            # helper name -> path inside the guest
         self.command_timeout = command_timeout
         self.deadline = deadline
+        self.text_bases: list[int] = []   # where each insmod put the module's .text (kmemleak)
 
     # -- running things in the guest ----------------------------------------------------------
     def sh(self, command: str, *, timeout: float | None = None, check: bool = False,
@@ -194,6 +198,9 @@ class Session:
                 f"kernel messages:\n{_indent(self.dmesg()[-3000:]) or '    (none)'}",
                 "the module's init function (or the probe it triggers) returned an error; "
                 "the kernel messages above say which")
+        base = self.sh(f"cat /sys/module/{self.module}/sections/.text").text.strip()
+        if base.startswith("0x"):
+            self.text_bases.append(int(base, 16))
         return result
 
     def rmmod(self) -> Result:
@@ -209,6 +216,19 @@ class Session:
     def dmesg(self) -> str:
         """Kernel messages since the test started, without timestamps."""
         return TIMESTAMP_RE.sub("", self.sh("dmesg").text)
+
+    def expect_quiet_kernel(self, fix: str = "the kernel complained while your module was "
+                            "loaded (see BAD)") -> None:
+        """No WARNING, BUG or call trace in this test's kernel log.
+
+        The bug reports the checking kernel makes (sleeping in atomic context, lockdep,
+        SLUB, KFENCE, debugobjects) are left out: the runner turns each kind into a verdict of
+        its own that costs the lab's points once (lab_vm.grading.reports), not every test.
+        """
+        from . import reports
+
+        assert_lines_match(reports.quiet(self.dmesg()), no=KERNEL_TROUBLE, what="kernel log",
+                           fix=fix)
 
 
 def _indent(text: str, prefix: str = "    ") -> str:

@@ -11,6 +11,13 @@ The steps, and the verdict each can end in:
    the tests not reached score nothing. Otherwise the verdict is ``ok``.
 
 Between tests the module is unloaded; if it will not go, the next test gets a new VM.
+
+The VM runs the *checking kernel* (lockdep, SLUB debugging, kmemleak...:
+lab_vm/kconfig/checking) unless the lab's lab.toml says ``[checking] kernel = "fast"``.
+After each test its kernel log is read for that kernel's bug reports, and after the last
+one SLUB checks every cache and kmemleak scans for what the module leaked; each kind of
+report seen becomes a result row of its own that takes off the lab's points for it
+(:mod:`.reports`).
 """
 from __future__ import annotations
 
@@ -24,11 +31,11 @@ from typing import Sequence
 
 from ..build.initramfs import build_static
 from ..build.kernel import Kernel, find_kernel
-from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, ModuleBuildError,
-                      QEMUExited, VMError)
+from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, MissingArtifact,
+                      ModuleBuildError, QEMUExited, VMError)
 from ..machine import LabVM
 from ..modules import compiler_errors
-from . import hostrun
+from . import hostrun, reports
 from . import results as R
 from .checker import Session, TestFailure, TestSpec
 from .lab import Lab
@@ -39,6 +46,7 @@ from .sources import NoModule, prepare
 LOG = logging.getLogger(__name__)
 GUEST_DIR = "/tmp/lab"           # where the module and the helpers go in the guest
 CONSOLE_TAIL = 40                # console lines kept with a timeout
+CHECKING_BOOT_TIMEOUT = 180.0    # s: a cold boot of the checking kernel on a busy machine
 # The first line of an oops report, which says what went wrong and where.
 OOPS_START = re.compile(r"BUG:|Oops|general protection fault|kernel BUG at|WARNING:|"
                         r"Unable to handle|invalid opcode|stack-protector|double fault")
@@ -77,14 +85,37 @@ def compile_helpers(lab: Lab, dest: Path) -> dict[str, Path]:
     return {src.stem: build_static(src, dest / src.stem) for src in lab.helpers}
 
 
+def grading_kernel(lab: Lab, choice: Kernel | str | None = None) -> Kernel:
+    """The kernel a lab is graded on: ``choice`` ("fast", "checking", a Kernel), else the lab's."""
+    if isinstance(choice, Kernel):
+        return choice
+    if choice is None:
+        variant = reports.kernel_variant(lab)
+        try:
+            return find_kernel(variant)
+        except MissingArtifact as exc:
+            # no silent fallback to the fast kernel: it would give full marks to the bugs
+            # this kernel is there to see
+            raise MissingArtifact(f"{exc.message}; `lab-vm check --fast` runs the tests on "
+                                  "the book's kernel meanwhile (it does not see sleeping in "
+                                  "atomic context, lock-order bugs, leaks...)") from None
+    if choice not in ("fast", "checking"):
+        raise ValueError(f"unknown kernel {choice!r}: choose fast or checking")
+    return find_kernel(None if choice == "fast" else choice)
+
+
 class _Guest:
     """The VM one working copy's tests run in; ``reset()`` asks for a fresh one."""
 
     def __init__(self, lab: Lab, ko: Path, helpers: dict[str, Path], name: str,
                  kernel: Kernel | None = None) -> None:
         self.lab, self.ko, self.helpers, self.name = lab, ko, helpers, name
-        self.kernel = kernel            # the one the module was built against (None: the lab's)
+        self.kernel = kernel
         self.vm: LabVM | None = None
+        # what the checking kernel reported, and where the module's code was (for kmemleak)
+        self.findings: list[reports.Finding] = []
+        self.text_bases: list[int] = []
+        self.leaks_checked = False
         self.guest_helpers = {n: f"{GUEST_DIR}/{n}" for n in helpers}
         self.module_path = f"{GUEST_DIR}/{lab.module}.ko"
 
@@ -92,8 +123,12 @@ class _Guest:
         if self.vm is None:
             # LabVM restores a saved guest and plugs the lab's devices in afterwards
             # (see LabVM._hotplugged: edu cannot be migrated).
+            # the checking kernel's cold boot (the first, before its state is saved) runs
+            # lockdep, debugobjects and kmemleak over all of boot: give it longer
+            checking = self.kernel is not None and self.kernel.variant is not None
             vm = LabVM(name=self.name, devices=self.lab.devices, cpus=self.lab.cpus,
-                       memory=self.lab.memory, kernel=self.kernel)
+                       memory=self.lab.memory, kernel=self.kernel,
+                       boot_timeout=CHECKING_BOOT_TIMEOUT if checking else 60.0)
             self.vm = vm
             vm.launch()
             vm.run(f"mkdir -p {GUEST_DIR}", timeout=10, check=True)
@@ -106,6 +141,76 @@ class _Guest:
         if self.vm is not None:
             self.vm.shutdown()
             self.vm = None
+
+    def drain(self, test: str) -> None:
+        """Read (and clear) the kernel log: its bug reports become findings of ``test``."""
+        if self.vm is None:
+            return
+        try:
+            log = self.vm.run("dmesg -c", timeout=self.lab.command_timeout).text
+        except LabVMError as exc:
+            LOG.info("%s: the kernel log could not be read after %s: %s", self.name, test, exc)
+            return
+        self.note(test, log)
+
+    def note(self, test: str, log: str) -> None:
+        for report in reports.parse(log, module=self.lab.module):
+            if report.function.startswith("0x") and reports.in_module(report.function,
+                                                                      self.lab.module):
+                # a bare address of the module (gone: an armed timer found at rmmod)
+                named = self._name(int(report.function, 16))
+                report.function = named or f"{report.function} (in {self.lab.module}, unloaded)"
+            self.findings.append(reports.Finding(test, report))
+
+    def _name(self, address: int) -> str | None:
+        try:
+            symbols = reports.Symbols(self.ko)
+        except Exception as exc:    # noqa: BLE001 — the report keeps its bare address
+            LOG.info("no symbols from %s: %s", self.ko, exc)
+            return None
+        for base in self.text_bases:
+            named = symbols.name(address, base)
+            if named:
+                return f"{named} [{self.lab.module}]"
+        return None
+
+    def check_leaks(self, test: str) -> None:
+        """Once the module is gone: what it wrote into freed memory, and what it leaked.
+
+        SLUB validates every cache: a write into a freed object that nothing allocated
+        again is reported now (the reports go through ``drain`` as the others do).
+        kmemleak reports an object only on a scan that finds it unreferenced and
+        unchanged since the scan before, and at least 5 s old: two scans, and what
+        the last 5 s allocated goes unseen (a leak per open happens in every test).
+        """
+        if self.vm is None or self.leaks_checked:
+            return
+        self.leaks_checked = True
+        path = reports.KMEMLEAK
+        probe = self.vm.run(f"test -w {path}", timeout=self.lab.command_timeout)
+        if not probe.ok:
+            return                  # the fast kernel: no kmemleak, no SLUB debugging
+        self.vm.run("for f in /sys/kernel/slab/*/validate; do echo 1 > $f; done 2>/dev/null",
+                    timeout=max(30.0, self.lab.command_timeout))
+        self.drain(test)
+        result = self.vm.run(f"echo scan > {path} && echo scan > {path} && cat {path}",
+                             timeout=max(30.0, self.lab.command_timeout))
+        leaks = reports.module_leaks(reports.parse_kmemleak(result.text), self.lab.module)
+        if not leaks:
+            return
+        try:
+            symbols = reports.Symbols(self.ko)
+        except Exception as exc:    # noqa: BLE001 — the leak is reported without names
+            LOG.info("no symbols from %s: %s", self.ko, exc)
+            symbols = None
+        where = reports.name_leak_frames(leaks[0], self.lab.module, self.text_bases, symbols)
+        total = sum(leak.size for leak in leaks)
+        headline = (f"kmemleak: {len(leaks)} object(s), {total} bytes, allocated by "
+                    f"{self.lab.module} and still allocated after rmmod with nothing "
+                    "pointing to them")
+        text = "\n\n".join(leak.text for leak in leaks[:3])
+        self.findings.append(reports.Finding(test, reports.KernelReport(
+            reports.LEAK, headline, where, [], text)))
 
     def console(self) -> str:
         return self.vm.console_log if self.vm is not None else ""
@@ -148,7 +253,10 @@ def _timeout_detail(guest: _Guest, spec: TestSpec, exc: GuestTimeout) -> str:
 def run_tests(lab: Lab, ko: Path, helpers: dict[str, Path], tests: list[TestSpec], *,
               deadline: float, name: str = "grade",
               kernel: Kernel | None = None) -> tuple[list[TestResult], str, str]:
-    """Run ``tests`` against the module ``ko``: (results, verdict, detail)."""
+    """Run ``tests`` against the module ``ko``: (results, verdict, detail).
+
+    The results end with a row for each kind of bug report the kernel made (reports).
+    """
     results = [TestResult(s.name, s.title, s.points, s.hidden) for s in tests]
     guest = _Guest(lab, ko, helpers, name, kernel)
     verdict, detail = R.OK, ""
@@ -167,9 +275,13 @@ def run_tests(lab: Lab, ko: Path, helpers: dict[str, Path], tests: list[TestSpec
                 res.duration = time.monotonic() - start
             LOG.info("%s: %s: %s (%.1f s)", name, spec.name, res.status, res.duration)
             if verdict != R.OK:
+                guest.note(spec.name, guest.console())   # what a panic printed, at least
                 break
+        if verdict == R.OK and tests:
+            guest.check_leaks(tests[-1].name)
     finally:
         guest.reset()
+    results += reports.results(guest.findings, reports.points(lab))
     for res in results:
         if res.status == "not run" and verdict != R.OK:
             res.message = f"not run: the run ended with {verdict} in an earlier test"
@@ -194,7 +306,12 @@ def _run_one(lab: Lab, guest: _Guest, spec: TestSpec, res: TestResult,
             res.status, res.points = "pass", res.max_points
         except TestFailure as failure:
             res.status, res.message, res.fix = "fail", failure.message, failure.fix
-        _unload(lab, guest)
+        finally:
+            # where insmod put the module's code: kmemleak prints its frames as bare
+            # addresses once it is unloaded, and reports.Symbols names them from these
+            guest.text_bases += [b for b in session.text_bases if b not in guest.text_bases]
+        _unload(lab, guest, spec.name)
+        guest.drain(spec.name)
         return R.OK, ""
     except GuestPanic as exc:
         res.status = "error"
@@ -222,7 +339,7 @@ def _run_one(lab: Lab, guest: _Guest, spec: TestSpec, res: TestResult,
         return R.OK, ""
 
 
-def _unload(lab: Lab, guest: _Guest) -> None:
+def _unload(lab: Lab, guest: _Guest, test: str = "") -> None:
     """Leave no module behind for the next test; a module that will not go costs a new VM."""
     vm = guest.vm
     if vm is None:
@@ -233,7 +350,10 @@ def _unload(lab: Lab, guest: _Guest) -> None:
     vm.run(f"rmmod {lab.module} || rmmod -f {lab.module}", timeout=lab.command_timeout)
     if not vm.run(gone, timeout=lab.command_timeout).ok:
         LOG.info("%s: %s stays loaded; the next test gets a fresh VM", guest.name, lab.module)
+        guest.drain(test)
+        guest.check_leaks(test)     # nothing it allocated is unreferenced yet, but earlier...
         guest.reset()
+        guest.leaks_checked = False
 
 
 def select(tests: list[TestSpec], only: Sequence[str]) -> list[TestSpec]:
@@ -249,11 +369,13 @@ def select(tests: list[TestSpec], only: Sequence[str]) -> list[TestSpec]:
 
 
 def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
-          kernel: Kernel | None = None, helpers: dict[str, Path] | None = None,
+          kernel: Kernel | str | None = None, helpers: dict[str, Path] | None = None,
           name: str = "grade", only: Sequence[str] = ()) -> Report:
     """Grade the working copy ``tree`` (read only); ``scratch`` is an empty folder to build in.
 
-    ``only`` keeps the tests :func:`select` picks (``lab-vm check -k``).
+    ``only`` keeps the tests :func:`select` picks (``lab-vm check -k``); ``kernel`` is the
+    one to build against and boot ("fast", "checking", a Kernel), by default the lab's
+    (:func:`grading_kernel`).
     """
     start = time.monotonic()
     deadline = start + lab.submission_timeout
@@ -267,7 +389,7 @@ def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
         return Report(lab.name, verdict, results, cap(detail), warnings or [],
                       time.monotonic() - start)
 
-    kernel = kernel or find_kernel()
+    kernel = grading_kernel(lab, kernel)
     work = scratch / "build"
     try:
         prepare(lab, tree, work)
@@ -289,8 +411,9 @@ def _short(warnings: list[str], limit: int = 10) -> list[str]:
 
 
 def check(lab: Lab, tree: Path | None = None, *, hidden: bool = False,
-          only: Sequence[str] = ()) -> Report:
+          only: Sequence[str] = (), kernel: Kernel | str | None = None) -> Report:
     """``lab-vm check``: grade a student's working copy (public tests unless ``hidden``)."""
     tree = (tree or lab.default_workdir()).resolve()
     with tempfile.TemporaryDirectory(prefix="vmexit-check-") as scratch:
-        return grade(lab, tree, Path(scratch), hidden=hidden, name="check", only=only)
+        return grade(lab, tree, Path(scratch), hidden=hidden, name="check", only=only,
+                     kernel=kernel)

@@ -19,7 +19,7 @@ from . import results as R
 from .archive import ArchiveError, unpack
 from .lab import Lab
 from .results import Report, TestResult
-from .runner import grade
+from .runner import CHECKING_BOOT_TIMEOUT, grade
 
 LOG = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def warm_up(lab: Lab, *, kernel: Kernel | None = None) -> None:
     workers start: two first boots at once would both save the state, into the same file.
     (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
     try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory,
-                   kernel=kernel) as vm:
+        checking = kernel is not None and kernel.variant is not None
+        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory, kernel=kernel,
+                   boot_timeout=CHECKING_BOOT_TIMEOUT if checking else 60.0) as vm:
             vm.run("true", timeout=30, check=True)
     except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
         LOG.warning("the lab VM did not start for the warm-up: %s", exc)
