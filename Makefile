@@ -1,5 +1,5 @@
 # The two commands of the README: `make book` and `make test`.
-.PHONY: setup test check book bench lab clean-cache
+.PHONY: setup test check book bench lab clean-cache image
 
 setup:
 	scripts/setup
@@ -35,3 +35,8 @@ bench: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/lab-vm bench --json
 	.venv/bin/lab-vm bench gdb --json
 	.venv/bin/lab-vm bench replay --json
+
+# The container image `vmexit` (podman): the lab VM, JupyterLab, lab-vm check, scripts/grade and
+# make book without installing anything on the reader's machine (README, "In a container").
+image: setup
+	scripts/build-image
