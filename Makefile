@@ -1,5 +1,5 @@
 # The two commands of the README: `make book` and `make test`.
-.PHONY: setup test check book bench lab clean-cache image
+.PHONY: setup test check book pdf bench lab clean-cache image
 
 setup:
 	scripts/setup
@@ -16,6 +16,10 @@ check: setup
 
 book: setup
 	scripts/build-book
+
+# The whole book as one PDF, book/_build/vmexit.pdf (headless Chromium and poppler's pdfunite).
+pdf: book
+	scripts/book-pdf
 
 # The built book on http://127.0.0.1:8000/ (another port: make serve PORT=8080).
 .PHONY: serve

@@ -1,9 +1,13 @@
 """lab_vm: build, boot, drive and debug the vmexit lab VM.
 
-The pieces, one job each: ``build`` (kernel, initramfs; cached), ``machine``
-(:class:`LabVM`), ``channel`` (guest commands), ``debug`` (gdb via pwntools),
-``replay`` (record a run, replay it forwards and backwards), ``modules``
-(out-of-tree builds), ``errors`` (the exception tree), ``cli``.
+The layers, from the bottom: ``errors`` and ``paths``; ``build`` (kernel, initramfs, debug
+QEMU, the ROM guest; cached by their inputs); the VM — ``machine`` (:class:`LabVM`),
+``modes`` and ``recording`` (normal, recorded and replayed runs), ``channel`` (guest
+commands), ``state`` (saved states), ``qmp``, ``accel``, ``trace`` (QEMU trace events),
+``ftrace`` (tracing inside the guest), ``pci``; debugging — ``debug`` (gdb on the guest
+through pwntools), ``qemudebug`` (gdb on QEMU itself), ``replay``; the small guests —
+``tinyvmm`` (a KVM_RUN loop in Python), ``romguest`` (a ROM under QEMU); ``grading``; and
+the tools on top — ``cli``, ``bench``, ``doctor``, ``diagram``, ``workbench``.
 """
 from .channel import Job, Result
 from .errors import (CommandFailed, ConfigError, DebuggerError, GuestPanic, GuestTimeout,
@@ -12,6 +16,6 @@ from .errors import (CommandFailed, ConfigError, DebuggerError, GuestPanic, Gues
 from .machine import LabVM
 from .replay import Replay
 
-__all__ = ["LabVM", "Replay", "Result", "Job", "LabVMError", "ConfigError", "MissingArtifact", "VMError",
-           "QEMUExited", "GuestPanic", "GuestTimeout", "CommandFailed", "DebuggerError",
-           "ModuleBuildError", "RecordingError", "ReplayDiverged"]
+__all__ = ["CommandFailed", "ConfigError", "DebuggerError", "GuestPanic", "GuestTimeout", "Job",
+           "LabVM", "LabVMError", "MissingArtifact", "ModuleBuildError", "QEMUExited",
+           "RecordingError", "Replay", "ReplayDiverged", "Result", "VMError"]

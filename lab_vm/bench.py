@@ -254,6 +254,7 @@ def _raw_gdbstub_rate(vm, hits: int) -> float:
         rsp.request(remove)
     finally:
         rsp.close()
+        vm.resume_if_paused()       # detaching leaves QEMU 7.2's guest stopped
     return rate
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import shlex
+import signal
 import sys
 
 from .errors import LabVMError
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     # pwntools' loggers let everything through and filter in a handler of their own (by its
     # context.log_level); passed on to ours, every gdb start printed its whole script.
     logging.getLogger("pwnlib").propagate = False
+    # SIGTERM (timeout(1), a job scheduler, kill) ends Python without running clean-up code:
+    # make it an exit, so that every `with LabVM` block shuts its QEMU down on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except LabVMError as exc:

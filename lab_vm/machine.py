@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import fnmatch
 import logging
 import os
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -43,6 +45,7 @@ from .errors import (ConfigError, GuestPanic, LabVMError, QEMUExited,
                      VMError)
 
 LOG = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1           # <linux/prctl.h>
 
 FIRMWARE = {"qboot": "/usr/share/qemu/qboot.rom", "seabios": None}
 # oops=panic: an oops in a student's module becomes a panic we can see at once;
@@ -72,6 +75,27 @@ def _socket_dir(name: str) -> Path:
         path.rmdir()
         path = Path(tempfile.mkdtemp(prefix=f"vmexit-{name}-", dir="/tmp"))
     return path
+
+
+def _die_with_parent():
+    """A preexec_fn that makes the kernel kill QEMU when this process dies, or None.
+
+    shutdown() and atexit end every QEMU we start, but nothing of ours runs when the process
+    is killed outright (a Jupyter kernel restarted, a grading worker OOM-killed): QEMU would
+    run on. PR_SET_PDEATHSIG fires when the *thread* that started the child ends, so it is
+    only set from the main thread, which lives as long as the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:        # the parent died before prctl: go now
+            os._exit(1)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -368,7 +392,8 @@ class LabVM:
         with open(self._tmp / "qemu.log", "wb") as qlog:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          pass_fds=ram.fds if ram is not None else ())
+                                          pass_fds=ram.fds if ram is not None else (),
+                                          preexec_fn=_die_with_parent())
         self._channel = self.mode.open_channel(self._tmp, deadline, self._health,
                                                lambda: self.qemu_log)
 
@@ -653,18 +678,21 @@ class LabVM:
     # -- ftrace in the guest -----------------------------------------------------------------
     @contextlib.contextmanager
     def ftrace(self, *, events=(), kprobes: dict[str, str] | None = None, tracer: str = "nop",
-               functions=(), buffer_kb: int = 4096, clock: str = "mono", timeout: float = 30.0):
+               functions=(), only=(), buffer_kb: int = 4096, clock: str = "mono",
+               timeout: float = 30.0):
         """Trace inside the guest with ftrace while the block runs (see lab_vm.ftrace).
 
         ``events``: ``"subsystem:name"`` (or a whole ``"subsystem"``); ``kprobes``: name →
         kprobe_events spec (``"edu_mmio_read addr=%si:u64"``); ``tracer``: ``"function"`` or
-        ``"function_graph"`` limited to ``functions``. The session's ``records``/``graph``
+        ``"function_graph"`` limited to ``functions`` (for function_graph: the calls made inside
+        them; ``only``: and of those, just these functions). The session's ``records``/``graph``
         are filled in when the block ends; tracefs is reset either way.
         """
         from .ftrace import Ftrace
 
         tracer_ = Ftrace(self, events=events, kprobes=kprobes, tracer=tracer,
-                         functions=functions, buffer_kb=buffer_kb, clock=clock, timeout=timeout)
+                         functions=functions, only=only, buffer_kb=buffer_kb, clock=clock,
+                         timeout=timeout)
         tracer_.start()
         try:
             yield tracer_.session

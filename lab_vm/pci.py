@@ -3,13 +3,16 @@
 Guest side: find a device by vendor:device id, read the resources (BARs) the
 kernel assigned it. Machine side: QEMU's flat view of the physical address
 space (``info mtree -f``), to see which region, if any, answers at an address —
-what lies just past a BAR, for instance. Every function takes a running LabVM.
+what lies just past a BAR, for instance. Every function that reads the VM takes
+a running LabVM. And for a driver that reads past its BAR mapping: the page
+fault oops it causes, parsed from the console text a GuestPanic carries.
 """
 from __future__ import annotations
 
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import VMError
 
@@ -17,7 +20,11 @@ LOG = logging.getLogger(__name__)
 
 SYSFS = "/sys/bus/pci/devices"
 EDU = (0x1234, 0x11E8)             # QEMU's educational device (hw/misc/edu.c)
+# struct resource's flags (include/linux/ioport.h), as sysfs `resource` shows them
 IORESOURCE_IO, IORESOURCE_MEM, IORESOURCE_PREFETCH = 0x100, 0x200, 0x2000
+IORESOURCE_MEM_64 = 0x00100000
+IORESOURCE_NAMES = ("IORESOURCE_IO", "IORESOURCE_MEM", "IORESOURCE_PREFETCH",
+                    "IORESOURCE_MEM_64")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,31 @@ class Resource:
     @property
     def prefetchable(self) -> bool:
         return bool(self.flags & IORESOURCE_PREFETCH)
+
+    @property
+    def is_64bit(self) -> bool:
+        """A 64-bit memory BAR: it takes two BAR registers and may be placed above 4 GiB."""
+        return bool(self.flags & IORESOURCE_MEM_64)
+
+
+def ioresource_values(kernel_tree: str | Path) -> dict[str, int]:
+    """The IORESOURCE_* flag values as ``include/linux/ioport.h`` of a kernel tree defines them.
+
+    ``{"IORESOURCE_MEM_64": 0x100000, ...}`` for the names in IORESOURCE_NAMES; a
+    check that the constants above match the kernel the guest runs.
+    """
+    header = Path(kernel_tree) / "include/linux/ioport.h"
+    try:
+        text = header.read_text()
+    except OSError as exc:
+        raise VMError(f"cannot read the kernel's {header}: {exc}") from exc
+    values = {}
+    for name in IORESOURCE_NAMES:
+        m = re.search(rf"^#define\s+{name}\s+(0x[0-9a-fA-F]+)", text, re.M)
+        if m is None:
+            raise VMError(f"{header} does not define {name}")
+        values[name] = int(m[1], 16)
+    return values
 
 
 def devices(vm, *, timeout: float = 10.0) -> dict[str, tuple[int, int]]:
@@ -194,3 +226,78 @@ def bus_read(vm, address: int, *, timeout: float = 10.0) -> int | None:
     if m is None:
         raise VMError(f"unexpected answer from QEMU's xp at {address:#x}: {text!r}")
     return int(m[1], 16)
+
+
+# -- the oops of a kernel read past a mapping ----------------------------------------------
+
+TIMESTAMP_RE = re.compile(r"^\[\s*\d+\.\d+\] ", re.M)
+FAULT_RE = re.compile(r"BUG: unable to handle page fault for address: ([0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class PageFault:
+    """A kernel page-fault oops, as the console printed it."""
+
+    address: int          # the faulting address (what CR2 held)
+    access: str           # "supervisor read access in kernel mode"
+    reason: str           # "not-present page"
+    rip: str              # "ioread32+0x9/0x2e"
+    call_trace: list[str]  # the callers, innermost first: ["peek_show", "dev_attr_show", ...]
+    guessed: set[str]     # names the unwinder marked "?" (found on the stack, not chained)
+    lines: list[str]      # the oops from its BUG: line to the panic line
+
+    @property
+    def function(self) -> str:
+        """The function the faulting instruction is in: ``ioread32``."""
+        return self.rip.split("+")[0]
+
+    @property
+    def summary(self) -> list[str]:
+        """The lines a reader needs: BUG, #PF, Oops, the first RIP, and the panic."""
+        end = next((i for i, line in enumerate(self.lines) if line.startswith("---[ end")),
+                   len(self.lines))
+        keep = [line for line in self.lines[:end]
+                if line.startswith(("BUG:", "#PF:", "Oops:"))]
+        keep += [line for line in self.lines if line.startswith("RIP:")][:1]
+        return keep + [line for line in self.lines[end:] if line.startswith("Kernel panic")]
+
+
+def page_fault(console: str) -> PageFault | None:
+    """The first page-fault oops in kernel console text (a GuestPanic's ``output``), or None."""
+    text = TIMESTAMP_RE.sub("", console)
+    m = FAULT_RE.search(text)
+    if m is None:
+        return None
+    lines = text[m.start():].splitlines()
+    end = next((i for i, line in enumerate(lines) if "Kernel panic" in line), len(lines) - 1)
+    lines = [line.rstrip() for line in lines[:end + 1]]
+    access = reason = rip = ""
+    trace: list[str] = []
+    guessed: set[str] = set()
+    in_trace = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#PF: error_code"):
+            reason = stripped.split(" - ", 1)[-1]
+        elif stripped.startswith("#PF: "):
+            access = stripped[5:]
+        elif stripped.startswith("RIP: ") and not rip:
+            rip = stripped.split(":", 2)[-1].strip()
+        elif stripped == "Call Trace:":
+            in_trace = True
+        elif in_trace:
+            if stripped in ("<TASK>", "</TASK>") or stripped.startswith("<"):
+                if stripped == "</TASK>":
+                    in_trace = False
+                continue
+            if not stripped or stripped.startswith(("Modules linked", "---[", "RIP:")):
+                in_trace = False
+                continue
+            # "? f": a return address found on the stack but not reached through the frame
+            # chain. Often stale; but a leaf like ioread32 builds no frame, so its caller
+            # shows this way too. Kept, and marked.
+            name = stripped.lstrip("? ").split("+")[0]
+            trace.append(name)
+            if stripped.startswith("?"):
+                guessed.add(name)
+    return PageFault(int(m[1], 16), access, reason, rip, trace, guessed, lines)

@@ -15,10 +15,16 @@ One fact shapes its use: while gdb holds QEMU stopped, the *whole* VM is frozen
 — the guest, the command channel's host end, QMP. So a guest command is started
 *before* the debugger lets QEMU run (its request waits in the socket buffer),
 and only then does the host wait for the breakpoint (:meth:`QemuDebugger.catch`).
+
+The VM is a :class:`~lab_vm.machine.LabVM` (Linux, a guest command triggers the
+access) or a :class:`~lab_vm.romguest.RomGuest` started paused (a bare-metal ROM,
+which runs from its reset vector once unpaused: the way to watch QEMU's KVM path
+where Linux cannot boot under KVM).
 """
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -30,6 +36,7 @@ from .errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 60.0      # gdb reads the debug QEMU's symbols first (a 44 MB binary)
+GDB_EXIT_TIMEOUT = 10.0    # gdb needs about 2 s to exit once ended (and init to reap it)
 # QEMU uses these signals internally (vCPU kicks, coroutines, timers): gdb must pass them on
 # silently, or every one of them would look like a stop.
 QUIET_SIGNALS = "SIGUSR1 SIGUSR2 SIGPIPE SIGALRM SIGIO SIGCHLD"
@@ -50,13 +57,16 @@ class Hit:
 
     ``frames``: the QEMU call stack, innermost first (dicts with ``function``,
     ``file``, ``line``, ``pc``, ``args``); ``latency``: seconds from letting
-    QEMU run to the stop; ``job``: the guest command, still running (frozen).
+    QEMU run to the stop; ``job``: the guest command, still running (frozen),
+    or None for a RomGuest; ``thread``: the name of the QEMU thread that hit it
+    (``CPU 0/KVM``, ``CPU 0/TCG``).
     """
 
     stop: Stop
     frames: list[dict]
     latency: float
-    job: Job = field(repr=False)
+    job: Job | None = field(repr=False)
+    thread: str = ""
 
     @property
     def functions(self) -> list[str]:
@@ -117,7 +127,7 @@ class QemuDebugger(Debugger):
                                 "or line (Debian's QEMU is stripped; `lab-vm build qemu-debug` "
                                 "builds one with symbols)", command=location) from exc
 
-    def catch(self, location: str, command: str, *, timeout: float = 30.0,
+    def catch(self, location: str, command: str | None = None, *, timeout: float = 30.0,
               limit: int = 64) -> Hit:
         """Break at ``location``, run ``command`` in the guest, return the first hit.
 
@@ -126,12 +136,18 @@ class QemuDebugger(Debugger):
         is let go until the breakpoint. QEMU stays stopped at the hit: read what
         you need, then :meth:`release` it (or close the debugger). A hit that
         does not come within ``timeout`` raises GuestTimeout (QEMU stopped again).
+        For a RomGuest started paused, ``command`` is None: its QMP ``cont``
+        waits in a pipe the same way, and the ROM runs from its first instruction.
         """
         if not self._attached:
             raise DebuggerError("this QemuDebugger has let QEMU go (release/detach): "
                                 "open a new one to catch again")
+        if command is None and not hasattr(self.vm, "unpause"):
+            raise DebuggerError("catch() on a LabVM needs a guest command that makes the access")
         bp = self.break_at(location)
-        job = self.vm.start(command)
+        job = self.vm.start(command) if command is not None else None
+        if command is None:
+            self.vm.unpause()
         start = time.monotonic()
         try:
             stop = self.cont(timeout=timeout)
@@ -141,11 +157,35 @@ class QemuDebugger(Debugger):
                                f"guest ran {command!r}", output=exc.output) from exc
         latency = time.monotonic() - start
         LOG.info("%s hit %.3f s after QEMU was let go", location, latency)
-        hit = Hit(stop, self.backtrace(limit), latency, job)
+        hit = Hit(stop, self.backtrace(limit), latency, job, self.thread_name())
         self.delete(bp)
         return hit
 
-    def release(self, hit: Hit, *, timeout: float = 30.0) -> Result:
+    def thread_name(self) -> str:
+        """The name of the QEMU thread gdb has selected (``CPU 0/KVM``, ``qemu-system-x86``…)."""
+        return self.execute("python print(gdb.selected_thread().name)").strip()
+
+    def thread_backtraces(self, prefix: str = "CPU ", limit: int = 64) -> dict[str, list[dict]]:
+        """The call stack of every thread whose name starts with ``prefix`` (the vCPUs).
+
+        QEMU must be stopped (right after attaching, say): this shows where each
+        vCPU thread was when gdb stopped it — in KVM_RUN, or asleep waiting for work.
+        """
+        listing = self.execute("python print(chr(10).join('%d %s' % (t.num, t.name or '') "
+                               "for t in gdb.selected_inferior().threads()))")
+        current = self.execute("python print(gdb.selected_thread().num)").strip()
+        stacks = {}
+        try:
+            for line in listing.strip().splitlines():
+                num, _, name = line.partition(" ")
+                if name.startswith(prefix):
+                    self.execute(f"thread {num}")
+                    stacks[name] = self.backtrace(limit)
+        finally:
+            self.execute(f"thread {current}")
+        return stacks
+
+    def release(self, hit: Hit, *, timeout: float = 30.0) -> Result | None:
         """Detach from the stopped QEMU, which runs on; return the guest command's Result.
 
         Detaching rather than continuing under gdb means nothing ever has to stop
@@ -156,7 +196,23 @@ class QemuDebugger(Debugger):
         pwntools bridge breaks the bridge), so one QemuDebugger catches once.
         """
         self.detach()
-        return hit.job.wait(timeout)
+        return hit.job.wait(timeout) if hit.job is not None else None
+
+    def close(self) -> None:
+        """End the session (see Debugger.close), then wait until gdb itself has exited.
+
+        gdb takes a moment to finish after it is told to quit; waiting here means that
+        when the ``with`` block ends, no gdb of ours is left on the host.
+        """
+        gdb_pid = self._pid
+        super().close()
+        if gdb_pid is not None:
+            deadline = time.monotonic() + GDB_EXIT_TIMEOUT
+            while os.path.exists(f"/proc/{gdb_pid}") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(f"/proc/{gdb_pid}"):
+                LOG.warning("gdb (pid %d) still exists %g s after it was ended", gdb_pid,
+                            GDB_EXIT_TIMEOUT)
 
     def detach(self) -> None:
         """Let QEMU run free of gdb (QEMU must be stopped); the session is then over."""

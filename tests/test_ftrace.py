@@ -1,8 +1,10 @@
 """lab_vm.ftrace: the trace-file parsers on recorded text, then tracing in a real guest."""
 from __future__ import annotations
 
+import pytest
 
-from lab_vm.ftrace import parse_graph, parse_records
+from lab_vm.errors import ConfigError
+from lab_vm.ftrace import Ftrace, parse_graph, parse_records
 
 # The header and lines as Linux 6.1 writes them (trace file, default options).
 TRACE = """\
@@ -50,13 +52,52 @@ def test_graph_parses_nesting_and_durations():
     assert lines[2].duration_us == 0.456 and lines[4].duration_us == 15.0
 
 
+# A module's functions carry the module's name (set_ftrace_filter limited the graph to these).
+MODULE_GRAPH = """\
+ 1)               |  __submit_bio() {
+ 1)               |    xform_submit_bio [xform]() {
+ 1)   9.000 us    |      bio_split_to_limits();
+ 1) + 30.125 us   |    }
+ 1)               |    null_queue_rq [null_blk]() {
+ 1)   2.5 us      |      __null_lookup_page.isra.0 [null_blk]();
+ 1) + 12.000 us   |    }
+ 1) + 50.000 us   |  }
+"""
+
+
+def test_graph_names_module_functions_without_their_module():
+    lines = parse_graph(MODULE_GRAPH)
+    assert [(g.kind, g.function, g.depth) for g in lines] == [
+        ("entry", "__submit_bio", 0), ("entry", "xform_submit_bio", 1),
+        ("leaf", "bio_split_to_limits", 2), ("exit", "xform_submit_bio", 1),
+        ("entry", "null_queue_rq", 1), ("leaf", "__null_lookup_page.isra.0", 2),
+        ("exit", "null_queue_rq", 1), ("exit", "__submit_bio", 0)]
+
+
+def test_only_is_for_the_graph_tracer():
+    with pytest.raises(ConfigError, match="only="):
+        Ftrace(None, tracer="function", functions=["ksys_read"], only=["ksys_read"])
+
+
+def test_function_graph_limited_to_only_in_a_guest(vm):
+    with vm.ftrace(tracer="function_graph", functions=["ksys_read"],
+                   only=["ksys_read", "vfs_read"]) as tr:
+        vm.run("head -c 1 /dev/zero >/dev/null", timeout=30)
+    assert {g.function for g in tr.graph} == {"ksys_read", "vfs_read"}, tr.text[-2000:]
+    assert all(g.depth == 1 for g in tr.graph if g.function == "vfs_read")
+    assert vm.run("cat /sys/kernel/debug/tracing/set_ftrace_filter").text.strip() in (
+        "", "#### all functions enabled ####")
+
+
 def test_kprobe_event_and_function_graph_in_a_guest(vm):
     with vm.ftrace(kprobes={"vmexit_rd": "ksys_read fd=%di:s32 count=%dx:u64"}) as tr:
         vm.run("dd if=/dev/zero of=/dev/null bs=1 count=50 2>/dev/null", timeout=30)
     reads = [r for r in tr.records if r.event == "vmexit_rd" and r.task == "dd"]
     assert len(reads) >= 50, tr.text[-2000:]
     assert {r.fields["count"] for r in reads} >= {1}
-    with vm.ftrace(tracer="function_graph", functions=["ksys_read"]) as tr:
+    # Unlimited (no only=), switching the tracer patches every function: ~20 s each way under
+    # TCG on a busy machine, more than the default 30 s for set-up on a loaded one.
+    with vm.ftrace(tracer="function_graph", functions=["ksys_read"], timeout=180) as tr:
         vm.run("head -c 1 /dev/zero >/dev/null", timeout=30)
     assert tr.calls("ksys_read"), tr.text[-2000:]
     assert any(g.depth > 0 for g in tr.graph)      # the callees of ksys_read are in the graph

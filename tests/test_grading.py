@@ -335,8 +335,213 @@ def test_grade_gives_each_fixture_its_verdict_and_points(lab, built, tmp_path, r
     assert len(feedback["megabytes"]) < 20000          # the console flood is not copied
 
     assert _digest(subs) == before, "the grader changed the submissions folder"
-    assert sorted(p.name for p in out.iterdir()) == ["feedback", "grades.csv", "grades.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["feedback", "feedback-zips", "grades.csv",
+                                                     "grades.json", "lms-grades.csv", "rows"]
+    assert sorted(p.stem for p in (out / "rows").iterdir()) == sorted(expected)
+    assert sorted(p.stem for p in (out / "feedback-zips").iterdir()) == sorted(expected)
+    with open(out / "lms-grades.csv") as f:
+        lms = {row["SIS User ID"]: row for row in csv.DictReader(f)}
+    assert {s: int(r[f"{lab.title} ({lab.name})"]) for s, r in lms.items()} == \
+        {s: want.total for s, want in expected.items()}
     assert list(tmp.iterdir()) == [], "the grader left temporary files"
     assert not any(p.exists() for p in PWNED) and not (tmp_path / PWNED_BESIDE).exists()
     assert not (subs.parent / PWNED_BESIDE).exists()
     assert not qemu_processes(str(tmp)), "the grader left QEMU running"
+
+
+# -- streamed results, LMS sheets, private tests (no VM) -----------------------------------
+from lab_vm.errors import ConfigError  # noqa: E402
+from lab_vm.grading.private import with_private_tests  # noqa: E402
+from lab_vm.grading.results import Report, TestResult  # noqa: E402
+from lab_vm.grading.sheets import read_roster, write_sheets  # noqa: E402
+from lab_vm.grading.store import ResultStore, content_hash, lab_hash  # noqa: E402
+
+PRIVATE_CHECKER = '''\
+from lab_vm.grading import expect, test
+
+FIND = ("for d in /sys/bus/pci/devices/*; do "
+        '[ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ] && echo $d; done')
+
+
+@test(7, "7! through the driver")
+def private_read(t):
+    device = t.sh(FIND).text.split()[0]
+    t.insmod()
+    wrote = t.write(f"{device}/factorial", "7")
+    expect(wrote.ok, f"writing 7 to factorial failed: {wrote.output.strip()}",
+           fix="factorial_store (TODO 9)")
+    got = t.read(f"{device}/factorial")
+    expect(got == "5040", f"7! reads {got!r}, not 5040", fix="factorial_show (TODO 10)")
+    t.rmmod()
+
+
+@test(3, "visible in the decorator, hidden all the same")
+def private_visible(t):
+    pass
+'''
+
+
+def _report(score: int, verdict: str = "ok") -> Report:
+    return Report("02-edu-driver", verdict,
+                  [TestResult("a", "A", 10, points=score, status="pass" if score else "fail",
+                              message="" if score else "no", fix="do it")],
+                  detail="d", warnings=["w"], duration=1.5)
+
+
+def test_content_hash_follows_content_not_time_and_never_follows_links(tmp_path):
+    sub = tmp_path / "alice"
+    sub.mkdir()
+    (sub / "edu.c").write_text("int x;\n")
+    first = content_hash(sub)
+    os.utime(sub / "edu.c", (1, 1))
+    assert content_hash(sub) == first                 # a touch is not a change
+    (sub / "edu.c").write_text("int y;\n")
+    assert content_hash(sub) != first
+    (sub / "link").symlink_to("/etc/passwd")
+    with_link = content_hash(sub)
+    (sub / "link").unlink()
+    (sub / "link").symlink_to("/etc/hostname")
+    assert content_hash(sub) != with_link             # the target is part of it, not read
+    archive = tmp_path / "bob.zip"
+    archive.write_bytes(b"PK...")
+    assert content_hash(archive) != content_hash(tmp_path / "carol.zip")
+
+
+def test_store_keeps_a_row_only_for_the_same_inputs(tmp_path):
+    store = ResultStore(tmp_path, "lab1")
+    report = _report(10)
+    store.save("alice", "alice", "alice.zip", "h1", report, "feedback\n")
+    assert Report.from_dict(report.to_dict()) == report
+    assert store.load("alice", "alice", "h1") == report
+    assert store.load("alice", "alice", "h2") is None                   # submission changed
+    assert ResultStore(tmp_path, "lab2").load("alice", "alice", "h1") is None  # lab changed
+    assert store.load("alice", "bob", "h1") is None
+    (tmp_path / "feedback" / "alice.txt").unlink()
+    assert store.load("alice", "alice", "h1") is None                   # a row needs feedback
+    (tmp_path / "rows" / "alice.json").write_text("{half a row")
+    assert store.load("alice", "alice", "h1") is None
+    assert [p.name for p in (tmp_path / "rows").iterdir()] == ["alice.json"]  # no tmp files
+    (tmp_path / "rows" / ".alice.json.x1y2.tmp").write_text("{half")   # a killed writer's
+    store.prune({"bob"})
+    assert list((tmp_path / "rows").iterdir()) == []
+
+
+def test_lab_hash_changes_with_the_checker_and_the_private_tests(lab, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "check_more.py").write_text(PRIVATE_CHECKER)
+    base = lab_hash(lab, "k1")
+    assert lab_hash(lab, "k2") != base
+    with_private = with_private_tests(lab, private)
+    assert lab_hash(with_private, "k1") != base
+    before = lab_hash(with_private, "k1")
+    (private / "check_more.py").write_text(PRIVATE_CHECKER.replace("7,", "8,"))
+    assert lab_hash(with_private, "k1") != before
+
+
+def test_private_tests_add_hidden_tests_after_the_labs_own(lab, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "check_more.py").write_text(PRIVATE_CHECKER)
+    graded = with_private_tests(lab, private)
+    own = [s.name for s in lab.tests()]
+    names = [s.name for s in graded.tests()]
+    assert names == own + ["private_read", "private_visible"]
+    assert all(s.hidden for s in graded.tests()[len(own):])
+    assert sum(s.points for s in graded.tests()) == sum(s.points for s in lab.tests()) + 10
+    assert [s.name for s in graded.tests(hidden=False)] == [s.name for s in lab.tests(hidden=False)]
+    # Handouts come from the repository's lab alone: nothing private goes in.
+    handout = make_handout(graded, tmp_path / "handout")
+    text = "\n".join(p.read_text() for p in handout.folder.rglob("*") if p.is_file())
+    assert "private_read" not in text and "7! through the driver" not in text
+    (private / "check_clash.py").write_text(PRIVATE_CHECKER.replace("def private_read",
+                                                                    "def binds"))
+    with pytest.raises(ConfigError, match="'binds' has the name of another test"):
+        with_private_tests(lab, private)
+    (private / "check_clash.py").write_text("import no_such_module\n")
+    with pytest.raises(ConfigError, match="does not import"):
+        with_private_tests(lab, private)
+    with pytest.raises(ConfigError, match="no check_"):
+        with_private_tests(lab, tmp_path / "handout")
+
+
+def test_lms_sheet_and_feedback_zips_with_and_without_a_roster(lab, tmp_path):
+    (tmp_path / "feedback").mkdir()
+    for name in ("alice", "alice-2", "bob", "zed"):
+        (tmp_path / "feedback" / f"{name}.txt").write_text(f"feedback of {name}\n")
+    graded = [("alice", "alice.zip", "alice", _report(10)),
+              ("alice-late", "alice-late.tgz", "alice-2", _report(0, "compile-error")),
+              ("bob", "bob", "bob", _report(0)),
+              ("zed", "zed.zip", "zed", _report(10))]
+    assert write_sheets(lab, graded, tmp_path) == []
+    with open(tmp_path / "lms-grades.csv") as f:
+        rows = list(csv.reader(f))
+    column = f"{lab.title} ({lab.name})"
+    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", column]
+    assert [(r[2], r[5]) for r in rows[1:]] == [("alice", "10"), ("alice-late", "0"),
+                                                ("bob", "0"), ("zed", "10")]
+
+    roster_csv = tmp_path / "roster.csv"
+    roster_csv.write_text("\ufeffSubmission,ID,Name,Login,Section\n"
+                          "alice,s001,Alice A,alice@uni.example,L1\n"
+                          "alice-late.tgz,s001,Alice A,alice@uni.example,L1\n"
+                          "bob,s002,Bob B,bob@uni.example,L2\n"
+                          "carol,s003,Carol C,carol@uni.example,L1\n")
+    roster = read_roster(roster_csv)
+    warnings = write_sheets(lab, graded, tmp_path, roster=roster)
+    assert any("zed" in w and "not in the roster" in w for w in warnings)
+    assert any("Carol C has no submission" in w for w in warnings)
+    with open(tmp_path / "lms-grades.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["Student"], r["SIS User ID"], r["SIS Login ID"], r["Section"], r[column])
+            for r in rows] == [("Alice A", "s001", "alice@uni.example", "L1", "10"),
+                               ("Bob B", "s002", "bob@uni.example", "L2", "0"),
+                               ("Carol C", "s003", "carol@uni.example", "L1", "")]
+    zips = tmp_path / "feedback-zips"
+    assert sorted(p.name for p in zips.iterdir()) == ["s001.zip", "s002.zip"]
+    with zipfile.ZipFile(zips / "s001.zip") as zf:
+        assert sorted(zf.namelist()) == ["02-edu-driver-alice-2.txt", "02-edu-driver-alice.txt"]
+        assert zf.read("02-edu-driver-alice.txt") == b"feedback of alice\n"
+    first = (zips / "s002.zip").read_bytes()
+    write_sheets(lab, graded, tmp_path, roster=roster)
+    assert (zips / "s002.zip").read_bytes() == first        # same feedback, same bytes
+    roster_csv.write_text("name,id\nx,y\n")
+    with pytest.raises(ConfigError, match="'submission' and 'id'"):
+        read_roster(roster_csv)
+
+
+@pytest.mark.slow
+def test_grade_with_private_tests_adds_their_points(lab, built, tmp_path, request):
+    private = tmp_path / "course-private"
+    private.mkdir()
+    (private / "check_more.py").write_text(PRIVATE_CHECKER)
+    subs = tmp_path / "submissions"
+    make_fixtures_of = {"solution": 130, "skeleton": 13}     # 120 + 7 + 3; 10 + 3
+    from grading_fixtures import KINDS
+    subs.mkdir()
+    for kind in make_fixtures_of:
+        KINDS[kind][0](subs, kind)
+    tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    out = tmp_path / "results"
+    proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out,
+                           "--private-tests", private], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert list(rows["solution"])[-5:] == ["private_read", "private_visible", "total", "max",
+                                           "verdict"]
+    assert {s: (int(r["total"]), int(r["max"])) for s, r in rows.items()} == \
+        {s: (total, 130) for s, total in make_fixtures_of.items()}
+    assert (int(rows["solution"]["private_read"]), int(rows["skeleton"]["private_read"])) == (7, 0)
+    feedback = (out / "feedback" / "skeleton.txt").read_text()
+    assert "7! through the driver (hidden)" in feedback and "Score: 13/130" in feedback
+    # The same run without them: the private points are gone, and every row is regraded.
+    proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0 and "grading 2 of 2" in proc.stderr, proc.stderr
+    with open(out / "grades.csv") as f:
+        assert {row["student"]: int(row["total"]) for row in csv.DictReader(f)} == \
+            {"solution": 120, "skeleton": 10}

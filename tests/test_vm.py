@@ -149,3 +149,23 @@ def test_cli_run_bad_share_is_an_error_not_a_traceback(built, tmp_path):
                           text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2
     assert "ConfigError" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_process_killed_outright_leaves_no_qemu(built, tmp_path):
+    """SIGKILL runs no clean-up of ours: the kernel ends QEMU (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""\
+        import os
+        from lab_vm import LabVM
+        vm = LabVM(name="killed")
+        vm.launch()
+        print(vm.qemu_pid, flush=True)
+        os.kill(os.getpid(), 9)
+        """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), "QEMU outlived the process that started it"

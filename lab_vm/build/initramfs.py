@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .. import paths
 from ..errors import BuildError, MissingArtifact
@@ -60,9 +61,15 @@ def find_initramfs() -> Initramfs:
     return Initramfs(ent.path / "initramfs.cpio", ent.key)
 
 
-def build_static(source: Path, output: Path, *, timeout: float = 120.0) -> Path:
-    """Compile one self-contained C program for the guest (static, so it needs no libc there)."""
-    cmd = ["gcc", "-static", "-O2", "-Wall", "-s", "-o", str(output), str(source)]
+def build_static(source: Path, output: Path, *, cflags: Sequence[str] = (), strip: bool = True,
+                 timeout: float = 120.0) -> Path:
+    """Compile one self-contained C program for the guest (static, so it needs no libc there).
+
+    ``cflags`` come after the defaults (``-O2 -Wall``), so they can add defines or override the
+    optimisation level; ``strip=False`` keeps the symbols, for objdump or gdb.
+    """
+    cmd = ["gcc", "-static", "-O2", "-Wall", *(["-s"] if strip else []), *cflags,
+           "-o", str(output), str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise BuildError(f"compiling {source.name} for the guest failed", command=cmd,

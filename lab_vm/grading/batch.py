@@ -3,44 +3,40 @@
 Each entry of the submissions folder — a folder, ``.tar.gz``/``.tgz``/``.tar`` or ``.zip``
 named after its student — is unpacked safely into a scratch folder, built in the
 sandbox and tested in a VM of its own (runner.grade). Two are graded at once
-(the machine has two cores). Whatever happens to one submission becomes its
-row — a verdict, never an exception that stops the batch. The submissions
-folder is only read; everything written goes to ``out`` and to one temporary
-folder, removed at the end.
+(the machine has two cores), or many on a Dask cluster (dask_pool.py). Whatever
+happens to one submission becomes its row — a verdict, never an exception that
+stops the batch. Rows are written as they come and reused by a rerun
+(store.py). The submissions folder is only read; everything written goes to
+``out`` and to temporary folders, removed at the end.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import csv
+import io
 import json
 import logging
-import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from ..build.kernel import Kernel, find_kernel
 from ..errors import ConfigError
-from ..machine import LabVM
 from . import results as R
-from .archive import ArchiveError, student_name, unpack
+from .archive import student_name
 from .hostrun import require_kvm
 from .lab import Lab
-from .results import Report, TestResult, format_report
-from .runner import compile_helpers, grade
+from .results import Report, format_report
+from .runner import compile_helpers
 from .sandbox import bwrap
+from .sheets import RosterEntry, read_roster, write_sheets
+from .store import ResultStore, content_hash, lab_hash, write_atomic
+from .submission import Submission, grade_submission, safe_name, warm_up
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Submission:
-    student: str
-    entry: Path
 
 
 def discover(folder: Path) -> list[Submission]:
@@ -58,130 +54,151 @@ def discover(folder: Path) -> list[Submission]:
     return subs
 
 
-def grade_submission(lab: Lab, sub: Submission, scratch_root: Path, *, kernel: Kernel | None,
-                     helpers: dict[str, Path]) -> Report:
-    """One submission → its Report; never raises (a grader failure is the verdict ``error``)."""
-    start = time.monotonic()
-    blank = [TestResult(s.name, s.title, s.points, s.hidden) for s in lab.tests()]
-    scratch = Path(tempfile.mkdtemp(prefix=f"{_safe(sub.student)}-", dir=scratch_root))
-    try:
-        try:
-            unpack(sub.entry, scratch / "submission")
-        except ArchiveError as exc:
-            return Report(lab.name, R.BAD_ARCHIVE, blank, exc.message,
-                          duration=time.monotonic() - start)
-        return grade(lab, scratch / "submission", scratch, kernel=kernel, helpers=helpers,
-                     name=f"grade-{_safe(sub.student)}")
-    except Exception as exc:     # noqa: BLE001 — one submission must never stop the batch
-        LOG.exception("grading %s failed", sub.student)
-        return Report(lab.name, R.ERROR, blank, f"{type(exc).__name__}: {exc}",
-                      duration=time.monotonic() - start)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def grading_kernel(lab: Lab) -> Kernel | None:
+    """The kernel submissions are built against and booted on (None: a Python lab has
+    none): by scripts/grade, its Dask workers and the Gradescope autograder alike."""
+    return find_kernel() if lab.kind == "module" else None
 
 
 def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,
+                workers: int | None = None, scheduler: str | None = None,
+                roster: Path | None = None, regrade: bool = False,
                 progress: TextIO | None = sys.stderr) -> list[tuple[Submission, Report]]:
-    """Grade every submission in ``submissions``; write the grades and feedback into ``out``."""
+    """Grade every submission in ``submissions``; write the grades and feedback into ``out``.
+
+    Here ``parallel`` at a time, or on Dask: ``workers`` local worker processes, or the
+    cluster of ``scheduler``. Each grade is written as soon as it is known (store.py);
+    a submission graded before from the same inputs is not graded again (unless
+    ``regrade``). ``roster`` maps submissions to student ids for the LMS sheet (sheets.py).
+    """
     submissions, out = submissions.resolve(), out.resolve()
     if not submissions.is_dir():
         raise ConfigError(f"{submissions} is not a folder of submissions")
     if out == submissions or submissions in out.parents:
         raise ConfigError("--out must not be inside the submissions folder (it is never "
                           "written to)")
+    roster_map = read_roster(roster) if roster is not None else None
     bwrap()                              # fail before grading anything if a tool is missing
     if lab.kind == "python":             # a VMM on the host: /dev/kvm, no kernel, no VM
         require_kvm()
-    kernel = find_kernel() if lab.kind == "module" else None
+    kernel = grading_kernel(lab)
     subs = discover(submissions)
+    names = _feedback_files(subs)
     out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out, lab_hash(lab, kernel.key if kernel else "none"))
+    store.prune({name for name in names.values()})
+    keys = {sub: content_hash(sub.entry) for sub in subs}
     graded: dict[Submission, Report] = {}
+    for sub in subs:
+        report = None if regrade else store.load(names[sub], sub.student, keys[sub])
+        if report is not None and report.verdict != R.ERROR:   # the grader's failure: retry
+            graded[sub] = report
+    todo = [sub for sub in subs if sub not in graded]
     started = time.monotonic()
-    _say(progress, f"grading {len(subs)} submissions of {lab.name}, {parallel} at a time")
+    where = (f"on the Dask cluster {scheduler}" if scheduler else
+             f"on {workers} local Dask workers" if workers else f"{parallel} at a time")
+    kept = f" ({len(graded)} graded before from the same inputs)" if graded else ""
+    _say(progress, f"grading {len(todo)} of {len(subs)} submissions of {lab.name} "
+         f"{where}{kept}")
+    width = len(str(len(subs)))
+
+    def finished(sub: Submission, report: Report) -> None:
+        store.save(names[sub], sub.student, sub.entry.name, keys[sub], report,
+                   feedback_text(lab, sub, report))
+        graded[sub] = report
+        _say(progress, f"[{len(graded):>{width}}/{len(subs)}] "
+             f"{sub.student:<24} {report.verdict:<13} "
+             f"{report.score:>3}/{report.max_score:<3} {report.duration:6.1f} s")
+
+    if todo and (workers or scheduler):
+        from .dask_pool import dask_client, grade_on_dask
+        if not scheduler and lab.kind == "module":
+            warm_up(lab, kernel=kernel)  # the local workers share this machine's saved state
+        with dask_client(workers=workers, scheduler=scheduler) as client:
+            grade_on_dask(client, lab, kernel, todo, finished, lab_key=store.lab_key)
+    elif todo:
+        _grade_here(lab, todo, finished, parallel=parallel, kernel=kernel)
+    ordered = [(sub, graded[sub]) for sub in subs]
+    for warning in write_results(lab, ordered, out, names=names, roster=roster_map):
+        _say(progress, f"warning: {warning}")
+    _say(progress, f"graded {len(todo)} submissions in {time.monotonic() - started:.1f} s; "
+         f"results in {out}")
+    return ordered
+
+
+def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
+                kernel: Kernel) -> None:
+    """Grade on this machine, ``parallel`` at a time (threads: each waits on its VM)."""
     scratch_root = Path(tempfile.mkdtemp(prefix="vmexit-grade-"))
     try:
         helpers = compile_helpers(lab, scratch_root / "helpers")
         if lab.kind == "module":
-            _warm_up(lab)
+            warm_up(lab, kernel=kernel)
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}
             try:
                 for future in concurrent.futures.as_completed(futures):
-                    sub = futures[future]
-                    report = graded[sub] = future.result()
-                    _say(progress, f"[{len(graded):>{len(str(len(subs)))}}/{len(subs)}] "
-                         f"{sub.student:<24} {report.verdict:<13} "
-                         f"{report.score:>3}/{report.max_score:<3} {report.duration:6.1f} s")
+                    finished(futures[future], future.result())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
         shutil.rmtree(scratch_root, ignore_errors=True)
-    ordered = [(sub, graded[sub]) for sub in subs]
-    write_results(lab, ordered, out)
-    _say(progress, f"graded {len(subs)} submissions in {time.monotonic() - started:.1f} s; "
-         f"results in {out}")
-    return ordered
 
 
-def _warm_up(lab: Lab) -> None:
-    """Boot the grading VM once, alone, so that a saved booted state exists before two
-    workers start: two first boots at once would both save the state, into the same file.
-    (The lab's devices are hot-plugged after the restore: runner._Guest.)"""
-    try:
-        with LabVM(name="grade-warm-up", cpus=lab.cpus, memory=lab.memory) as vm:
-            vm.run("true", timeout=30, check=True)
-    except Exception as exc:    # noqa: BLE001 — each submission then reports what fails
-        LOG.warning("the lab VM did not start for the warm-up: %s", exc)
+def feedback_text(lab: Lab, sub: Submission, report: Report) -> str:
+    """What one student reads: the lab, the verdict, then the report ending in its score."""
+    return (f"{lab.title} ({lab.name})\nstudent: {sub.student}\nverdict: {report.verdict}\n\n"
+            f"{format_report(report)}\n")
 
 
-def write_results(lab: Lab, graded: list[tuple[Submission, Report]], out: Path) -> None:
-    """grades.csv, grades.json and feedback/<student>.txt."""
+def write_results(lab: Lab, graded: list[tuple[Submission, Report]], out: Path, *,
+                  names: dict[Submission, str] | None = None,
+                  roster: dict[str, RosterEntry] | None = None) -> list[str]:
+    """grades.csv, grades.json, feedback/<student>.txt (if not written yet), the LMS sheet
+    and the per-student feedback zips (sheets.py); returns the sheet's warnings."""
     tests = lab.tests()
     max_score = sum(t.points for t in tests)
-    files = _feedback_files([sub for sub, _ in graded])
-    with open(out / "grades.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", *(t.name for t in tests), "total", "max", "verdict"])
-        for sub, report in graded:
-            points = {r.name: r.points for r in report.results}
-            writer.writerow([sub.student, *(points.get(t.name, 0) for t in tests),
-                             report.score, max_score, report.verdict])
+    names = names or _feedback_files([sub for sub, _ in graded])
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["student", *(t.name for t in tests), "total", "max", "verdict"])
+    for sub, report in graded:
+        points = {r.name: r.points for r in report.results}
+        writer.writerow([sub.student, *(points.get(t.name, 0) for t in tests),
+                         report.score, max_score, report.verdict])
+    write_atomic(out / "grades.csv", rows.getvalue())
     data = {
         "lab": lab.name, "title": lab.title, "max": max_score,
         "tests": [{"name": t.name, "title": t.title, "points": t.points, "hidden": t.hidden}
                   for t in tests],
         "submissions": [{"student": sub.student, "entry": sub.entry.name,
-                         "feedback": f"feedback/{files[sub]}", **report.to_dict()}
+                         "feedback": f"feedback/{names[sub]}.txt", **report.to_dict()}
                         for sub, report in graded],
     }
-    (out / "grades.json").write_text(json.dumps(data, indent=1) + "\n")
-    feedback = out / "feedback"
-    feedback.mkdir(exist_ok=True)
+    write_atomic(out / "grades.json", json.dumps(data, indent=1) + "\n")
     for sub, report in graded:
-        (feedback / files[sub]).write_text(
-            f"{lab.title} ({lab.name})\nstudent: {sub.student}\nverdict: {report.verdict}\n\n"
-            f"{format_report(report)}\n")
+        path = out / "feedback" / f"{names[sub]}.txt"
+        if not path.is_file():
+            write_atomic(path, feedback_text(lab, sub, report))
+    return write_sheets(lab, [(sub.student, sub.entry.name, names[sub], report)
+                              for sub, report in graded], out, roster=roster)
 
 
 def _feedback_files(subs: list[Submission]) -> dict[Submission, str]:
-    """A distinct, safe file name per student ("a b" and "a_b" must not share one)."""
+    """A distinct, safe file name (without suffix) per student ("a b" and "a_b" must not
+    share one): their feedback, row and zip are named after it."""
     names: dict[Submission, str] = {}
     used: set[str] = set()
     for sub in subs:
-        base = name = _safe(sub.student)
+        base = name = safe_name(sub.student)
         n = 2
         while name.lower() in used:
             name, n = f"{base}-{n}", n + 1
         used.add(name.lower())
-        names[sub] = f"{name}.txt"
+        names[sub] = name
     return names
-
-
-def _safe(name: str) -> str:
-    """A student name as a file name: no separators, no dot-files."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed"
 
 
 def _say(stream: TextIO | None, line: str) -> None:

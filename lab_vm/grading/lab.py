@@ -45,6 +45,7 @@ class Lab:
     kind: str = "module"             # "module": a kernel module tested in the lab VM;
                                      # "python": Python run on the host against /dev/kvm
     extra: dict = field(default_factory=dict, compare=False)
+    private_tests: Path | None = None  # an instructor's folder of check_*.py (with_private_tests)
 
     @property
     def solution(self) -> Path:
@@ -88,6 +89,9 @@ class Lab:
         specs = collect(self.load_checker())
         if not specs:
             raise ConfigError(f"{self.checker} defines no @test functions")
+        if self.private_tests is not None:
+            from .private import private_tests
+            specs += private_tests(self, [s.name for s in specs])
         return [s for s in specs if hidden or not s.hidden]
 
 

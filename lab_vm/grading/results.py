@@ -59,6 +59,16 @@ class Report:
         data.update(score=self.score, max_score=self.max_score)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        """The inverse of :meth:`to_dict` (a row read back from disk, or from a Dask worker)."""
+        fields = set(TestResult.__dataclass_fields__)
+        return cls(data["lab"], data["verdict"],
+                   [TestResult(**{k: v for k, v in r.items() if k in fields})
+                    for r in data["results"]],
+                   data.get("detail", ""), list(data.get("warnings", [])),
+                   data.get("duration", 0.0))
+
 
 def cap(text: str, limit: int = DETAIL_CAP) -> str:
     """At most ``limit`` characters, keeping the start and the end (where panics end)."""

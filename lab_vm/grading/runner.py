@@ -80,8 +80,10 @@ def compile_helpers(lab: Lab, dest: Path) -> dict[str, Path]:
 class _Guest:
     """The VM one working copy's tests run in; ``reset()`` asks for a fresh one."""
 
-    def __init__(self, lab: Lab, ko: Path, helpers: dict[str, Path], name: str) -> None:
+    def __init__(self, lab: Lab, ko: Path, helpers: dict[str, Path], name: str,
+                 kernel: Kernel | None = None) -> None:
         self.lab, self.ko, self.helpers, self.name = lab, ko, helpers, name
+        self.kernel = kernel            # the one the module was built against (None: the lab's)
         self.vm: LabVM | None = None
         self.guest_helpers = {n: f"{GUEST_DIR}/{n}" for n in helpers}
         self.module_path = f"{GUEST_DIR}/{lab.module}.ko"
@@ -91,7 +93,7 @@ class _Guest:
             # LabVM restores a saved guest and plugs the lab's devices in afterwards
             # (see LabVM._hotplugged: edu cannot be migrated).
             vm = LabVM(name=self.name, devices=self.lab.devices, cpus=self.lab.cpus,
-                       memory=self.lab.memory)
+                       memory=self.lab.memory, kernel=self.kernel)
             self.vm = vm
             vm.launch()
             vm.run(f"mkdir -p {GUEST_DIR}", timeout=10, check=True)
@@ -144,10 +146,11 @@ def _timeout_detail(guest: _Guest, spec: TestSpec, exc: GuestTimeout) -> str:
 
 
 def run_tests(lab: Lab, ko: Path, helpers: dict[str, Path], tests: list[TestSpec], *,
-              deadline: float, name: str = "grade") -> tuple[list[TestResult], str, str]:
+              deadline: float, name: str = "grade",
+              kernel: Kernel | None = None) -> tuple[list[TestResult], str, str]:
     """Run ``tests`` against the module ``ko``: (results, verdict, detail)."""
     results = [TestResult(s.name, s.title, s.points, s.hidden) for s in tests]
-    guest = _Guest(lab, ko, helpers, name)
+    guest = _Guest(lab, ko, helpers, name, kernel)
     verdict, detail = R.OK, ""
     try:
         for spec, res in zip(tests, results):
@@ -277,7 +280,7 @@ def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
     if helpers is None:
         helpers = compile_helpers(lab, scratch / "helpers")
     results, verdict, detail = run_tests(lab, built.ko, helpers, tests, deadline=deadline,
-                                         name=name)
+                                         name=name, kernel=kernel)
     return report(verdict, results, detail, _short(built.warnings))
 
 

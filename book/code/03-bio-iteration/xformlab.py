@@ -82,49 +82,64 @@ def stress(vm, *, timeout: float = 120.0, **workload) -> dict[str, float]:
     return parse(result.text)
 
 
-TRACING = "/sys/kernel/debug/tracing"
 EVENTS = ("block_bio_queue", "block_split", "block_plug", "block_unplug", "block_rq_issue",
           "block_rq_complete", "block_bio_complete")
-LINE_RE = re.compile(r"^\s*(?P<task>\S+)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+): "
-                     r"(?P<event>block_\w+): (?P<rest>.*)$")
 # "259,0 R 8 + 2048 [blkstress]", "254,0 R 65536 () 8 + 128 [x]", "259,0 R 8 / 136 [x]"
 REST_RE = re.compile(r"(?P<dev>\d+,\d+) (?P<rwbs>\S+) (?:\d+ )?(?:\(\S*\) )?(?P<sector>\d+) "
                      r"(?P<sep>[+/]) (?P<n>\d+)")
+
+
+def disk_names(vm) -> dict[str, str]:
+    """{"259,0": "nullb0", ...}: device numbers as the block events print them, to disk names."""
+    return dict(line.split() for line in vm.run(
+        "for d in /sys/block/*; do echo $(cat $d/dev) ${d##*/}; done",
+        timeout=30, check=True).text.replace(":", ",").splitlines())
 
 
 def block_trace(vm, command: str, *, timeout: float = 120.0) -> tuple[list[dict], Result]:
     """The kernel's block trace events while ``command`` runs (and the command's Result).
 
     The events are dicts, device numbers resolved to disk names.
-    Each has ``event``, ``cpu``, ``t`` (seconds) and, for events about a bio or a request,
-    ``disk``, ``rwbs``, ``sector`` and either ``sectors`` (``+ n``) or, for block_split,
-    ``split_at`` (the sector the remainder starts at).
+    Each has ``event``, ``cpu``, ``t`` (seconds), ``task`` and, for events about a bio or a
+    request, ``disk``, ``rwbs``, ``sector`` and either ``sectors`` (``+ n``) or, for
+    block_split, ``split_at`` (the sector the remainder starts at).
     """
-    disks = dict(line.split() for line in vm.run(
-        "for d in /sys/block/*; do echo $(cat $d/dev) ${d##*/}; done",
-        timeout=30, check=True).text.replace(":", ",").splitlines())
-    events = " ".join(f"{TRACING}/events/block/{e}/enable" for e in EVENTS)
-    vm.run(f"echo 0 > {TRACING}/tracing_on; echo > {TRACING}/trace; "
-           f"for f in {events}; do echo 1 > $f; done; echo 1 > {TRACING}/tracing_on",
-           timeout=30, check=True)
-    try:
+    disks = disk_names(vm)
+    with vm.ftrace(events=[f"block:{e}" for e in EVENTS]) as trace:
         result = vm.run(command, timeout=timeout)
-    finally:
-        vm.run(f"echo 0 > {TRACING}/tracing_on", timeout=30)
     out = []
-    for line in vm.run(f"cat {TRACING}/trace", timeout=60, check=True).text.splitlines():
-        m = LINE_RE.match(line)
-        if not m:
-            continue
-        record = {"event": m["event"], "cpu": int(m["cpu"]), "t": float(m["ts"]),
-                  "task": m["task"]}
-        r = REST_RE.match(m["rest"])
+    for rec in trace.records:
+        record = {"event": rec.event, "cpu": rec.cpu, "t": rec.time, "task": rec.task}
+        r = REST_RE.match(rec.text)
         if r:
             record.update(disk=disks.get(r["dev"], r["dev"]), rwbs=r["rwbs"],
                           sector=int(r["sector"]))
             record["split_at" if r["sep"] == "/" else "sectors"] = int(r["n"])
         out.append(record)
     return out, result
+
+
+# -- Every bio, at full speed: a kprobe event with the bio's fields ------------------------------
+# kprobe_events knows registers and offsets, not C: gdb reads the offsets from the kernel's DWARF.
+BIO_FIELDS = {"size": ("bi_iter.bi_size", "u32"), "vcnt": ("bi_vcnt", "u16"),
+              "idx": ("bi_iter.bi_idx", "u32"), "done": ("bi_iter.bi_bvec_done", "u32"),
+              "opf": ("bi_opf", "u32")}
+
+
+def bio_kprobe(dbg, function: str = "submit_bio_noacct") -> str:
+    """A kprobe_events spec for ``function(struct bio *bio)``: the bio's disk and BIO_FIELDS.
+
+    x86-64 passes the first argument in %di; ``+N(X)`` reads memory at X + N; ``:string``
+    takes the (embedded) disk_name array at the address the last offset gives.
+    """
+    def offset(member: str, struct: str = "bio") -> int:
+        return dbg.evaluate(f"(unsigned long)&((struct {struct} *)0)->{member}")
+
+    disk = (f"+{offset('disk_name', 'gendisk')}(+{offset('bd_disk', 'block_device')}"
+            f"(+{offset('bi_bdev')}(%di))):string")
+    args = [f"disk={disk}"] + [f"{name}=+{offset(member)}(%di):{kind}"
+                               for name, (member, kind) in BIO_FIELDS.items()]
+    return " ".join([function, *args])
 
 
 # -- One CPU, recorded: the corruption run backwards ---------------------------------------------
@@ -134,7 +149,8 @@ def block_trace(vm, command: str, *, timeout: float = 120.0) -> tuple[list[dict]
 SHARED_MODULE = "/mnt/share/{variant}/xform.ko"
 SHARED_BLKSTRESS = "/mnt/share/blkstress"
 # null_blk ending each request from a timer (irqmode=2) a while after issuing it, as a disk ends
-# it from an interrupt; the default ends it at once, in the task that issued it.
+# it from an interrupt; the default ends it at once, in the task that issued it (on one CPU, and
+# on two with null_blk's default poll_queues=1: COMPLETION_MODES).
 COMPLETION_NSEC = 1_000_000
 TIMER_COMPLETIONS = ("irqmode=2", f"completion_nsec={COMPLETION_NSEC}")
 # Two writers and one reader, each slot written and read once: every read is of other sectors,
@@ -143,13 +159,83 @@ ONE_CPU = dict(writers=2, readers=1, iterations=16, slots=16, size=4096)
 REPORT_RE = re.compile(r"sector (\d+): want ([0-9a-f]+), got ([0-9a-f]+)")
 
 
-def setup_one_cpu(vm, completions=TIMER_COMPLETIONS, variant: str = "buggy") -> None:
-    """null_blk (its completions as asked) and xform on it, in a VM whose share is ``work``."""
+def reload(vm, completions=(), variant: str = "fixed", *,
+           module: str = "/root/xform-{variant}.ko") -> None:
+    """null_blk loaded again with ``completions`` (its module parameters), xform on it.
+
+    The disk's data goes with the old null_blk: write before reading.
+    """
     for name in ("xform", "null_blk"):
         if vm.run(f"grep -q '^{name} ' /proc/modules", timeout=10).ok:
             vm.rmmod(name)
     vm.modprobe("null_blk", *NULL_BLK, *completions)
-    load(vm, variant, module=SHARED_MODULE)
+    load(vm, variant, module=module)
+
+
+def setup_one_cpu(vm, completions=TIMER_COMPLETIONS, variant: str = "buggy") -> None:
+    """null_blk (its completions as asked) and xform on it, in a VM whose share is ``work``."""
+    reload(vm, completions, variant, module=SHARED_MODULE)
+
+
+# -- Where a completion runs ----------------------------------------------------------------------
+# null_blk's ways to end a request (module parameters). irqmode=1, the default, hands the request
+# to blk_mq_complete_request(), which ends it at once unless the queue has a single hardware
+# queue and the request's queue is shared by several CPUs: then it raises BLOCK_SOFTIRQ.
+# null_blk's default poll_queues=1 adds a second hardware queue; poll_queues=0 leaves one.
+COMPLETION_MODES = {
+    "irqmode=1 (default)": (),
+    "irqmode=1 poll_queues=0": ("irqmode=1", "poll_queues=0"),
+    "irqmode=2 (timer)": TIMER_COMPLETIONS,
+}
+# The frame of a completion's backtrace that says how it got there, innermost first.
+COMPLETION_PATHS = {"null_cmd_timer_expired": "timer interrupt (hrtimer)",
+                    "blk_done_softirq": "BLOCK_SOFTIRQ",
+                    "null_queue_rq": "inline, inside null_queue_rq"}
+
+
+def completion_path(frames: list[dict]) -> str:
+    """How a backtrace taken in a completion got there (COMPLETION_PATHS), innermost first."""
+    functions = [f["function"] for f in frames]
+    return next((path for fn, path in COMPLETION_PATHS.items() if fn in functions), "other")
+
+
+def completion_context(vm, drivers: dict[str, Path], command: str, *, backtrace: bool = True,
+                       timeout: float = 120.0) -> tuple[list[dict], list[dict], Result]:
+    """Where xform's read completions run while ``command`` runs, two ways at once.
+
+    If ``backtrace``, gdb stops at the first xform_read_end_io for its backtrace (else the
+    frames are []); ftrace records every nullb0 request's issue and completion: pairs of
+    records, matched by sector, each with the task, pid and CPU. Returns (frames, requests,
+    the command's Result).
+    """
+    nullb = next(dev for dev, name in disk_names(vm).items() if name == "nullb0")
+    frames = []
+    with vm.ftrace(events=["block:block_rq_issue", "block:block_rq_complete"]) as trace:
+        if backtrace:
+            with vm.debugger() as dbg:
+                dbg.load_module_symbols(drivers["fixed"], null_blk_dir())
+                stop = dbg.break_at("xform_read_end_io")
+                job = vm.start(command)
+                dbg.cont(timeout=timeout)
+                frames = dbg.backtrace()
+                dbg.delete(stop)
+        else:
+            job = vm.start(command)
+        result = job.wait(timeout=timeout)
+    issued, requests = {}, []
+    for rec in trace.records:
+        r = REST_RE.match(rec.text)
+        if not r or r["dev"] != nullb:
+            continue
+        key = (r["rwbs"], int(r["sector"]))
+        if rec.event == "block_rq_issue":
+            issued[key] = rec
+        elif key in issued:
+            first = issued.pop(key)
+            requests.append({"op": r["rwbs"], "sector": key[1],
+                             "issued": (first.task, first.pid, first.cpu),
+                             "completed": (rec.task, rec.pid, rec.cpu)})
+    return frames, requests, result
 
 
 def first_report(result: Result) -> dict[str, int]:
@@ -239,7 +325,7 @@ def data_address(sector: int) -> str:
 
 def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
            timeout: float = 120.0) -> dict:
-    """Replay ``folder``; find the bytes of ``sector`` that the reader saw; run back to their writer.
+    """Replay ``folder``; find the bytes of ``sector`` the reader saw; run back to their writer.
 
     Returns what was found: the address, the reader, the value seen, the Stop at the writing
     instruction (``old``/``new``), its backtrace, what the completion it belongs to was

@@ -8,8 +8,13 @@
  *
  *   -DWAIT=0  a plain variable: the compiler may assume nothing else changes it
  *             while the loop runs, so it loads it once, before the loop
- *   -DWAIT=1  the variable is volatile: every use is a load from memory
+ *   -DWAIT=1  volatile sig_atomic_t, what the C standard asks of an object that a
+ *             signal handler writes: every use is a load from memory
  *   -DWAIT=2  a plain variable read through READ_ONCE(), as the kernel does
+ *
+ * sig_atomic_t (an int here) is the type the standard promises is read and written
+ * in one piece even when a signal arrives in the middle; volatile is what makes the
+ * compiler do each read and write at all.
  *
  * Compile with -O2 and compare the disassembly of wait_until().
  */
@@ -23,9 +28,9 @@
 #endif
 
 #if WAIT == 1
-static volatile unsigned long ticks;
+static volatile sig_atomic_t ticks;
 #else
-static unsigned long ticks;
+static sig_atomic_t ticks;
 #endif
 
 /* The kernel's READ_ONCE() for a scalar: a volatile access of just this one read. */
@@ -41,7 +46,7 @@ static void tick(int sig)
 }
 
 /* noinline: one function to disassemble, whatever main() does around it. */
-__attribute__((noinline)) void wait_until(unsigned long target)
+__attribute__((noinline)) void wait_until(sig_atomic_t target)
 {
 	while (READ(ticks) < target)
 		;
