@@ -154,11 +154,13 @@ def test_jupyterlab_answers_with_the_notebooks_in_the_mounted_folder(image, tmp_
         podman("rm", "-f", "-t", "5", name, timeout=120, check=False)
 
 
-def test_jupyterhub_singleuser_is_there(image):
-    proc = run_in_image("jupyterhub-singleuser", "--version", timeout=300)
-    assert proc.stdout.strip()
-    who = run_in_image("id", "-u", timeout=120)
-    assert who.stdout.strip() == "1000", "the image must not run as root (JupyterHub)"
+def test_it_serves_as_a_jupyterhub_image_and_a_dask_worker(image):
+    """The README's JupyterHub and grading-worker commands exist, and the user is not root."""
+    proc = run_in_image("sh", "-c", "jupyterhub-singleuser --version && dask worker --help "
+                        "| grep -- --resources && id -u", timeout=300)
+    lines = proc.stdout.split()
+    assert lines[0].count(".") == 2, f"jupyterhub-singleuser --version said {proc.stdout!r}"
+    assert lines[-1] == "1000", "the image must not run as root (JupyterHub)"
 
 
 def test_image_size_is_under_its_bound(image):
