@@ -1,5 +1,5 @@
 # The two commands of the README: `make book` and `make test`.
-.PHONY: setup test check book pdf bench lab clean-cache
+.PHONY: setup test check book pdf bench lab clean-cache image
 
 setup:
 	scripts/setup
@@ -39,3 +39,8 @@ bench: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/lab-vm bench --json
 	.venv/bin/lab-vm bench gdb --json
 	.venv/bin/lab-vm bench replay --json
+
+# The container image `vmexit` (podman): the lab VM, JupyterLab, lab-vm check, scripts/grade and
+# make book without installing anything on the reader's machine (README, "In a container").
+image: setup
+	scripts/build-image
