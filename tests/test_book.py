@@ -328,6 +328,7 @@ FEATURES = [
         (REPO / name).exists() for name in ("Containerfile", "Dockerfile", "container"))
         or re.search(r"(?m)^image:", (REPO / "Makefile").read_text()) is not None),
     ("notebook working copies", r"working cop", lambda: has_command("notebooks")),
+    ("a layered lab_vm layout", r"layout|sub-packages", lambda: (REPO / "lab_vm/vm").is_dir()),
 ]
 
 
