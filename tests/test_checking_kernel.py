@@ -323,7 +323,7 @@ def test_a_bare_module_address_is_named_from_the_ko_and_where_insmod_put_it(buil
     from lab_vm.grading.checker import Session
     from lab_vm.grading.runner import build, grading_kernel
     from lab_vm.grading.sources import prepare
-    from lab_vm.machine import LabVM
+    from lab_vm.vm.machine import LabVM
 
     lab = load_lab(HRLATE)
     fast = grading_kernel(lab, "fast")

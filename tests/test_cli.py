@@ -9,7 +9,7 @@ from conftest import REPO
 
 
 def lab_vm(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lab_vm.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -27,7 +27,7 @@ def test_doctor_reports_every_check_as_ok_here(built):
 
 def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
     env_cache = {"VMEXIT_CACHE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "doctor"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "doctor"], capture_output=True,
                           text=True, timeout=300, cwd=REPO,
                           env={**__import__("os").environ, **env_cache})
     assert proc.returncode == 1
@@ -36,7 +36,7 @@ def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
 
 
 def test_every_command_has_help():
-    from lab_vm.cli import make_parser
+    from lab_vm.tools.cli import make_parser
 
     parser = make_parser()
     sub = next(a for a in parser._actions if a.dest == "cmd")
@@ -45,7 +45,7 @@ def test_every_command_has_help():
 
 
 def test_guest_command_keeps_the_words_as_typed():
-    from lab_vm.cli import guest_command
+    from lab_vm.tools.cli import guest_command
 
     assert guest_command([]) == "true"
     assert guest_command(["ls | wc -l"]) == "ls | wc -l"          # one word: a command line

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from lab_vm.errors import ModuleBuildError
-from lab_vm.modules import build_module
+from lab_vm.build.modules import build_module
 
 from conftest import TESTS
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Iterable
 
-from ..channel import Result
+from ..vm.channel import Result
 from ..errors import GuestTimeout
 
 LOG = logging.getLogger(__name__)

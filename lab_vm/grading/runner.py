@@ -33,8 +33,8 @@ from ..build.initramfs import build_static
 from ..build.kernel import Kernel, find_kernel
 from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, MissingArtifact,
                       ModuleBuildError, QEMUExited, VMError)
-from ..machine import LabVM
-from ..modules import compiler_errors
+from ..vm.machine import LabVM
+from ..build.modules import compiler_errors
 from . import hostrun, reports
 from . import results as R
 from .checker import Session, TestFailure, TestSpec

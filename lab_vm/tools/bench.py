@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 import time
 
-from .build import initramfs, kernel
-from .machine import LabVM
+from ..build import initramfs, kernel
+from ..vm.machine import LabVM
 
 
 def _median_boot(boots: int) -> tuple[float, str]:
@@ -169,7 +169,7 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40) -> dict:
 
 def _plain_gdb_rate(vm, samples: int) -> float:
     """The same bulk sampling in a plain batch gdb (no pwntools bridge): the ceiling."""
-    from .debug import gdb_init_args
+    from ..debug.guest import gdb_init_args
 
     script = (f"import time; n = sampler_start('ksys_read', ['count'], {samples}); "
               "t = time.monotonic(); gdb.execute('continue'); "
@@ -281,7 +281,7 @@ def replay_figures(runs: int = 3) -> dict:
     The normal run and the recorded run are the same thing — a cold boot, then
     the workload — measured side by side, medians of ``runs``.
     """
-    from .replay import Replay
+    from ..vm.replay import Replay
 
     normal, recorded, replayed, reverse = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
-from lab_vm.modules import build_variant
+from lab_vm.build.modules import build_variant
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
