@@ -288,8 +288,14 @@ def test_a_mutex_in_the_interrupt_handler_sleeps_in_atomic_context(checking):
     assert set(got) >= {reports.SLEEPS, reports.LOCKS}, \
         [(r.name, r.message[:200]) for r in report.results]
     assert "where: hrlate_fire [hrlate]" in got[reports.SLEEPS].message
-    assert "Invalid wait context" in got[reports.LOCKS].message      # lockdep: a mutex in IRQ
-    assert "fire_lock" in got[reports.LOCKS].message
+    # lockdep reports once per boot. Its first report is the mutex in the interrupt handler
+    # ("Invalid wait context", naming fire_lock), unless the timer interrupt lands inside
+    # lockdep's own code (RIP in lock_is_held_type: seen once in CI, 0 of 4 runs here): then
+    # lockdep's recursion guard skips the mutex, and what it reports first is RCU's complaint
+    # about the task the handler broke into.
+    locks = got[reports.LOCKS].message
+    assert ("Invalid wait context" in locks and "fire_lock" in locks) or \
+        ("suspicious RCU usage" in locks and "lock_is_held_type" in locks), locks
 
 
 @pytest.mark.slow
