@@ -35,7 +35,7 @@ def qemu_debug():
 @pytest.fixture(scope="module")
 def helpers(tmp_path_factory):
     out = tmp_path_factory.mktemp("mmio-helpers")
-    return {name: build_static(CODE / f"{name}.c", out / name) for name in ("mmio", "barsize")}
+    return {name: build_static(CODE / f"{name}.c", out / name) for name in ("barsize",)}
 
 
 @pytest.fixture(scope="module")
