@@ -211,6 +211,7 @@ class Session:
         return result
 
     def loaded(self) -> bool:
+        # through sh(): the test's deadline holds for this command too
         return self.sh(f"grep -q '^{self.module} ' /proc/modules").status == 0
 
     def dmesg(self) -> str:

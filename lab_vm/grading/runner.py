@@ -344,11 +344,10 @@ def _unload(lab: Lab, guest: _Guest, test: str = "") -> None:
     vm = guest.vm
     if vm is None:
         return
-    gone = f"! grep -q '^{lab.module} ' /proc/modules"
-    if vm.run(gone, timeout=lab.command_timeout).ok:
+    if not vm.module_loaded(lab.module, timeout=lab.command_timeout):
         return
     vm.run(f"rmmod {lab.module} || rmmod -f {lab.module}", timeout=lab.command_timeout)
-    if not vm.run(gone, timeout=lab.command_timeout).ok:
+    if vm.module_loaded(lab.module, timeout=lab.command_timeout):
         LOG.info("%s: %s stays loaded; the next test gets a fresh VM", guest.name, lab.module)
         guest.drain(test)
         guest.check_leaks(test)     # nothing it allocated is unreferenced yet, but earlier...

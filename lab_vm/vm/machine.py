@@ -609,11 +609,20 @@ class LabVM:
         """
         for dep in self.kernel.module_depends(name):
             self.modprobe(dep, timeout=timeout)
-        if self.run(f"test -d /sys/module/{name.replace('-', '_')}", timeout=timeout).ok:
+        if self.module_loaded(name, timeout=timeout):
             return None
         return self.insmod(self.kernel.module_path(name), *params, timeout=timeout)
 
-    def rmmod(self, name: str, *, timeout: float = 30.0) -> Result:
+    def module_loaded(self, name: str, *, timeout: float = 30.0) -> bool:
+        """Whether the module ``name`` is loaded: listed in /proc/modules (/sys/module would
+        also list what is built into the kernel)."""
+        name = shlex.quote(name.replace("-", "_"))
+        return self.run(f"grep -q '^'{name}' ' /proc/modules", timeout=timeout).ok
+
+    def rmmod(self, name: str, *, missing_ok: bool = False, timeout: float = 30.0) -> Result | None:
+        """Unload ``name``; with ``missing_ok`` one that is not loaded is left alone (None)."""
+        if missing_ok and not self.module_loaded(name, timeout=timeout):
+            return None
         return self.run(f"rmmod {shlex.quote(name)}", timeout=timeout, check=True)
 
     def dmesg(self, *, timeout: float = 30.0) -> str:

@@ -52,8 +52,7 @@ def load(vm, variant: str, lower: str = "/dev/nullb0", *,
 
     ``module``: where the guest has the .ko (setup_guest() copies them to /root).
     """
-    if vm.run("grep -q '^xform ' /proc/modules", timeout=10).ok:
-        vm.rmmod("xform")
+    vm.rmmod("xform", missing_ok=True, timeout=10)
     vm.insmod(module.format(variant=variant), f"lower={lower}")
 
 
@@ -166,8 +165,7 @@ def reload(vm, completions=(), variant: str = "fixed", *,
     The disk's data goes with the old null_blk: write before reading.
     """
     for name in ("xform", "null_blk"):
-        if vm.run(f"grep -q '^{name} ' /proc/modules", timeout=10).ok:
-            vm.rmmod(name)
+        vm.rmmod(name, missing_ok=True, timeout=10)
     vm.modprobe("null_blk", *NULL_BLK, *completions)
     load(vm, variant, module=module)
 
