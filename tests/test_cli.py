@@ -1,5 +1,6 @@
 """The lab-vm command line: doctor and help (the VM commands are tested in test_vm.py)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -33,6 +34,23 @@ def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
     assert proc.returncode == 1
     assert "BAD  lab kernel" in proc.stdout and "fix: lab-vm build" in proc.stdout
     assert "BAD  debug qemu" in proc.stdout and "fix: lab-vm build qemu-debug" in proc.stdout
+
+
+def test_one_package_list_for_setup_doctor_and_the_image():
+    from lab_vm.tools.doctor import PACKAGE_LIST, debian_packages
+
+    packages = debian_packages()
+    lab_vm_needs = {p for p, (tag, _) in packages.items() if not tag}
+    assert {"qemu-system-x86", "linux-source-6.1", "busybox-static", "gdb"} <= lab_vm_needs
+    assert all(why for _, why in packages.values()), "each package says what it is for"
+    # scripts/setup reads the list: no package of it is written out there again
+    setup = (REPO / "scripts/setup").read_text()
+    assert PACKAGE_LIST.name in setup and "APT_PACKAGES=(" not in setup
+    # the image installs what the lab VM and grading need (the Containerfile pins versions)
+    containerfile = (REPO / "scripts/image/Containerfile").read_text()
+    missing = [p for p, (tag, _) in packages.items() if tag in ("", "grading")
+               and not re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", containerfile)]
+    assert not missing, f"the Containerfile does not install {missing}"
 
 
 def test_every_command_has_help():

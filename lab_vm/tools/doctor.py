@@ -5,18 +5,24 @@ import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from .. import paths
 from ..errors import LabVMError
 
-APT_PACKAGES = {
-    "qemu-system-x86": "QEMU, to run the lab VM",
-    "linux-source-6.1": "the kernel source the lab kernel is built from",
-    "busybox-static": "the guest's userspace",
-    "gdb": "debugging the guest kernel",
-    "build-essential": "compiling the kernel and modules",
-    "bc": "the kernel build", "bison": "the kernel build", "flex": "the kernel build",
-    "libelf-dev": "the kernel build", "libssl-dev": "the kernel build",
-}
+PACKAGE_LIST = paths.PACKAGE_DIR / "debian-packages.txt"     # scripts/setup reads it too
+
+
+def debian_packages(list_file: Path = PACKAGE_LIST) -> dict[str, tuple[str, str]]:
+    """{package: (tag, what it is for)} from the shared list; tag "" = the lab VM needs it."""
+    packages = {}
+    for line in list_file.read_text().splitlines():
+        text, _, why = line.partition("#")
+        fields = text.split()
+        if fields:
+            tag = fields[1].strip("[]") if len(fields) > 1 else ""
+            packages[fields[0]] = (tag, why.strip())
+    return packages
 
 
 @dataclass
@@ -35,7 +41,8 @@ def _dpkg_installed(package: str) -> bool:
 
 def checks() -> list[Check]:
     results = []
-    missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
+    needed = [p for p, (tag, _) in debian_packages().items() if not tag]
+    missing = [p for p in needed if not _dpkg_installed(p)]
     results.append(Check("debian packages", not missing,
                          "all installed" if not missing else "missing: " + " ".join(missing),
                          "" if not missing else "scripts/setup  (or: sudo apt-get install "
