@@ -64,6 +64,10 @@ DRIVES = {
                                                  r"<image/png>")),
         Drive('accel_pick.value = "tcg"\ncatch_button.click()', "stack_out",
               (r"tcg: thread .*, \d+ frames", r"edu_mmio_read")),
+        Drive('register_pick.value = "year (0x09)"\nstep_in_button.click()', "in_out",
+              (r"stopped in rtc_cmos_read\(addr=9\b", r"\d+ instruction\(s\) to the in",
+               r"<code>out +%al,\$0x70</code></td><td>rtc-index write 0x70 = 0x09",
+               r"<code>in +\$0x71,%al</code></td><td>rtc read 0x71 = ")),
     ],
     "02-mmio-pci.ipynb": [
         Drive('offset_box.value = "0x4"\nvalue_box.value = "0x1"\n'
@@ -77,6 +81,9 @@ DRIVES = {
               "wait_button.click()", "wait_out", (r"round s woke .*\nround i timeout",)),
         Drive('driver_box.value = "blocking"\nwait_button.click()', "wait_out",
               (r"after 2 s: done\? False",)),
+        Drive("catch_offset.value = 0x20\ncatch_mmio.click()", "qemu_out",
+              (r"<code>edu_mmio_read</code></td><td>[^<]*addr=32\b",     # 0x20, as edu got it
+               r"read 0x020 0x[0-9a-f]{8}")),
     ],
     "03-bio-iteration.ipynb": [
         Drive("size_w.value, writers_w.value, readers_w.value = 3 * xform_limit_kib, 1, 1\n"
