@@ -38,16 +38,22 @@ def test_jupyter_shows_the_table_as_html():
     assert repr(table) == "<Table of 2 rows>"
 
 
-def test_header_rows_spans_marks_and_nowrap():
+def test_header_rows_spans_and_marks():
     html = str(html_table([[span("method", rows=2), span("guest µs", cols=2)], ["min", "max"]],
-                          [("a", 1, 2), ("b", span("not permitted", cols=2))],
-                          marked=[1], nowrap=True))
-    assert '<th rowspan="2" style="white-space: nowrap">method</th>' in html
-    assert '<th colspan="2">guest µs</th></tr><tr><th style="white-space: nowrap">min</th>' \
+                          [("a", 1, 2), ("b", span("not permitted", cols=2))], marked=[1]))
+    assert html.startswith('<table><tr><th rowspan="2">method</th><th colspan="2">guest µs</th>'
+                           "</tr><tr><th>min</th><th>max</th></tr><tr><td>a</td>")
+    assert '<tr style="background: #fff3cd"><td>b</td><td colspan="2">not permitted</td></tr>' \
         in html
-    assert '<tr style="background: #fff3cd"><td style="white-space: nowrap">b</td>' \
-        '<td colspan="2">not permitted</td></tr>' in html
     assert html.count("#fff3cd") == 1
+
+
+def test_a_standalone_table_styles_its_cells_and_wraps_only_the_last_column():
+    html = str(html_table(["a", "b"], [("x", "long text")], standalone=True))
+    nowrap = 'style="padding: 1px 10px; text-align: left; vertical-align: top; white-space: nowrap"'
+    wraps = 'style="padding: 1px 10px; text-align: left; vertical-align: top"'
+    assert f"<tr><td {nowrap}>x</td><td {wraps}>long text</td></tr>" in html
+    assert f"<th {nowrap}>a</th>" in html
 
 
 def test_backtrace_table():

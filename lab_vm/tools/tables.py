@@ -12,6 +12,8 @@ from html import escape
 
 # what a marked row looks like: the highlight the book uses for "this one differs"
 MARK_STYLE = "background: #fff3cd"
+# a standalone table's cells: what the page's table style would give, and no wrapping
+CELL_STYLE = "padding: 1px 10px; text-align: left; vertical-align: top"
 
 
 class Raw(str):
@@ -63,26 +65,28 @@ def _cell(tag: str, value: object, style: str) -> str:
     return f"<{tag}{attrs}{style}>{text}</{tag}>"
 
 
-def _row(tag: str, values: Sequence, nowrap: bool, marked: bool = False) -> str:
+def _row(tag: str, values: Sequence, standalone: bool, marked: bool = False) -> str:
     last = len(values) - 1
     cells = "".join(
-        _cell(tag, v, ' style="white-space: nowrap"' if nowrap and i < last else "")
+        _cell(tag, v, "" if not standalone else f' style="{CELL_STYLE}"' if i == last
+              else f' style="{CELL_STYLE}; white-space: nowrap"')
         for i, v in enumerate(values))
     return f'<tr style="{MARK_STYLE}">{cells}</tr>' if marked else f"<tr>{cells}</tr>"
 
 
 def html_table(header: Sequence, rows: Iterable[Sequence], *, caption: str | None = None,
-               marked: Iterable[int] = (), nowrap: bool = False) -> Table:
+               marked: Iterable[int] = (), standalone: bool = False) -> Table:
     """A table with ``header`` (one row of cells, or a list of rows for a header of several
     rows) over ``rows``.
 
-    ``marked``: indices of the rows to highlight (MARK_STYLE); ``nowrap``: only the last column
-    wraps (for tables shown where the page's table style does not reach, as in a widget);
-    ``caption``: text above the table, escaped.
+    ``marked``: indices of the rows to highlight (MARK_STYLE); ``standalone``: for a table
+    shown where the page's table style does not reach (an ``ipywidgets.HTML``), the cells
+    carry their own (CELL_STYLE) and only the last column wraps; ``caption``: text above the
+    table, escaped.
     """
     heads = header if header and isinstance(header[0], (list, tuple)) else [header]
     marked = set(marked)
-    body = [_row("td", row, nowrap, i in marked) for i, row in enumerate(rows)]
+    body = [_row("td", row, standalone, i in marked) for i, row in enumerate(rows)]
     html = ("<table>" + (f"<caption>{escape(caption)}</caption>" if caption else "")
-            + "".join(_row("th", h, nowrap) for h in heads) + "".join(body) + "</table>")
+            + "".join(_row("th", h, standalone) for h in heads) + "".join(body) + "</table>")
     return Table(html, len(body))
