@@ -63,7 +63,7 @@ def test_backtrace_table():
     assert ('<tr style="background: #fff3cd"><td>#0</td><td><code>rtc_cmos_read</code></td>'
             "<td>arch/x86/kernel/rtc.c:121</td><td><code>addr=[0]</code></td></tr>") in html
     assert "<td>#1</td><td><code>mc146818_avoid_UIP</code></td>" \
-        "<td>drivers/rtc/rtc-mc146818-lib.c:27</td><td><code></code></td>" in html
+        "<td>drivers/rtc/rtc-mc146818-lib.c:27</td><td></td>" in html
     assert "<td>(generated)</td>" in html
     assert "arguments" not in str(backtrace_table(FRAMES))
     everything = str(backtrace_table(FRAMES, args=True))

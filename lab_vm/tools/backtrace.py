@@ -27,6 +27,10 @@ def arguments(frame: dict, names: Iterable[str] | None = None,
     return ", ".join(f"{k}={value(v)}" for k, v in args.items() if names is None or k in names)
 
 
+def _code_or_nothing(text: str):
+    return code(text) if text else ""
+
+
 def backtrace_table(frames: list[dict], *, args: bool | Iterable[str] = False,
                     value: Callable[[str], str] = str, marked: Iterable[int] = (),
                     no_source: str = "?", caption: str | None = None) -> Table:
@@ -36,7 +40,7 @@ def backtrace_table(frames: list[dict], *, args: bool | Iterable[str] = False,
     names = None if args is True else set(args or ())
     header = ["", "function", "source"] + (["arguments"] if args else [])
     rows = [[f"#{i}", code(f["function"] or "??"), where(f, no_source=no_source)]
-            + ([code(arguments(f, names, value))] if args else [])
+            + ([_code_or_nothing(arguments(f, names, value))] if args else [])
             for i, f in enumerate(frames)]
     return html_table(header, rows, marked=marked, caption=caption)
 
