@@ -104,7 +104,10 @@ DRIVES = {
               'slack.value = "1 ns"\nmethod.value = "usleep"\non_host.value = False',
               "plot_out", (r"50 delays of 200 µs by usleep", r"<image/png>")),
         Drive("offset.value = -2.0\nuse_gdb.value = True\nset_button.click()", "clock_out",
-              (r"CLOCK_REALTIME", r"tk_core\.timekeeper\.", r"xtime_sec")),
+              # date -s moves the wall clock by the offset, not the monotonic clock
+              (r"<td>CLOCK_REALTIME</td><td>-7,(19\d|200)\.\d{3} s</td><td>moved</td>",
+               r"<td>CLOCK_MONOTONIC</td><td>[-+]0\.\d{3} s</td><td>ran on</td>",
+               r"<td>xtime_sec</td><td>\d+</td><td>\d+</td><td>-7(19\d|200)</td>")),
         Drive("reset_button.click()", "clock_out", (r"guest date: ",)),
         Drive('program.value = "hpetspin.c (HPET register)"\nbuild.value = "volatile"\n'
               'opt.value = "-O1"\ngo.click()', "spin_out",
