@@ -16,7 +16,7 @@ The folders are the layers, each importing only those listed before it:
   (a ROM under QEMU);
 - ``grading/``: labs, checkers and batch grading;
 - ``tools/``: what sits on top — ``cli`` (the ``lab-vm`` command), ``bench``, ``doctor``,
-  ``diagram``, ``workbench``.
+  ``diagram``, ``tables``, ``backtrace``, ``progress``, ``workbench``.
 """
 from .vm.channel import Job, Result
 from .errors import (CommandFailed, ConfigError, DebuggerError, GuestPanic, GuestTimeout,
