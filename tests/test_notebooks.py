@@ -298,3 +298,24 @@ def test_notebook_runs_headless_and_its_controls_work(path, tmp_path):
         assert ran < LONG_CELL_S or quiet <= UNANNOUNCED_S, (
             f"{path.name} cell {index} ran {ran:.1f} s, {quiet:.1f} s of it without a progress "
             f"display (lab_vm.tools.progress):\n{cell.source[:300]}")
+
+
+def test_the_progress_check_tells_a_silent_cell_from_an_announced_one():
+    """unannounced() on a kernel without a VM: a cell that sleeps 3 s silently, and one that
+    sleeps 3 s under a progress display."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in [
+        "import json, time\nfrom lab_vm.tools.progress import progress",
+        "time.sleep(3)",
+        "with progress('sleeping', ['a second', 'two more']) as p:\n"
+        "    time.sleep(1)\n    p.step()\n    time.sleep(2)",
+        HISTORY]]
+    HeadlessClient(nb, timeout=60, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute()
+    runs = json.loads(text_of(nb.cells[-1].outputs).strip().splitlines()[-1])
+    assert [r[0] for r in runs] == ["sleeping"]
+    ran, quiet = unannounced(nb.cells[1], runs)
+    assert ran >= 3 and quiet >= 2.9, (ran, quiet)
+    ran, quiet = unannounced(nb.cells[2], runs)
+    assert ran >= 3 and quiet < 0.5, (ran, quiet)
+    assert "sleeping ..." in text_of(nb.cells[2].outputs)      # said before it slept
