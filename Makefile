@@ -28,7 +28,7 @@ serve:
 	.venv/bin/python -m http.server --bind 127.0.0.1 --directory book/_build/html $${PORT:-8000}
 
 # JupyterLab from the venv on your working copies of the interactive workbooks (notebooks/mine,
-# git-ignored, never overwritten: see lab_vm/workbench.py); open the URL it prints.
+# git-ignored, never overwritten: see lab_vm/tools/workbench.py); open the URL it prints.
 lab: setup
 	.venv/bin/lab-vm notebooks
 	.venv/bin/jupyter lab --no-browser --ServerApp.root_dir=notebooks/mine $$([ $$(id -u) = 0 ] && echo --allow-root)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab_vm.build import initramfs, kernel
-from lab_vm.machine import LabVM
+from lab_vm.vm.machine import LabVM
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

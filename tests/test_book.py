@@ -305,7 +305,7 @@ def has_attribute(module: str, name: str) -> bool:
 
 
 def has_command(name: str) -> bool:
-    from lab_vm.cli import make_parser
+    from lab_vm.tools.cli import make_parser
     actions = [a for a in make_parser()._actions if hasattr(a, "choices") and a.choices]
     return any(name in a.choices for a in actions)
 
@@ -313,12 +313,12 @@ def has_command(name: str) -> bool:
 # What an item of the list may name (a regex on its text), and the evidence that the feature
 # exists after all. An item that matches no row fails: add the row with its evidence first.
 FEATURES = [
-    ("record and replay", r"record|replay", lambda: has_attribute("lab_vm.replay", "Replay")),
+    ("record and replay", r"record|replay", lambda: has_attribute("lab_vm.vm.replay", "Replay")),
     ("a tiny KVM guest", r"tiny (?:guest|VM)|bare-metal", lambda: has_attribute(
-        "lab_vm.tinyvmm", "TinyVM")),
-    ("ftrace", r"ftrace|function.graph|kprobe", lambda: has_attribute("lab_vm.ftrace",
+        "lab_vm.baremetal.tinyvmm", "TinyVM")),
+    ("ftrace", r"ftrace|function.graph|kprobe", lambda: has_attribute("lab_vm.vm.ftrace",
                                                                        "Ftrace")),
-    ("conceptual figures", r"figure|diagram|picture", lambda: has_attribute("lab_vm.diagram",
+    ("conceptual figures", r"figure|diagram|picture", lambda: has_attribute("lab_vm.tools.diagram",
                                                                              "dot")),
     ("the API reference", r"reference", lambda: (BOOK / "reference/lab-vm.md").exists()),
     ("a PDF of the book", r"\bPDF\b", lambda: (REPO / "scripts/book-pdf").exists()),
@@ -329,6 +329,8 @@ FEATURES = [
         or re.search(r"(?m)^image:", (REPO / "Makefile").read_text()) is not None),
     ("notebook working copies", r"working cop", lambda: has_command("notebooks")),
     ("a layered lab_vm layout", r"layout|sub-packages", lambda: (REPO / "lab_vm/vm").is_dir()),
+    ("an image for arm64 hosts", r"arm64|aarch64", lambda: re.search(
+        r"arm64|aarch64", (REPO / "scripts/build-image").read_text()) is not None),
 ]
 
 
@@ -566,9 +568,9 @@ def reference_listing() -> str:
 def test_reference_lists_every_public_class_and_function():
     listed = set(re.findall(r'id="(lab_vm[\w.]*)"', reference_listing()))
     names = public_names_in_source()
-    for required in ("lab_vm.qemudebug.QemuDebugger", "lab_vm.tinyvmm.TinyVM",
-                     "lab_vm.pci.Resource", "lab_vm.trace.Trace", "lab_vm.ftrace.Ftrace",
-                     "lab_vm.diagram.dot", "lab_vm.machine.LabVM", "lab_vm.gdb_side.Sampler"):
+    for required in ("lab_vm.debug.qemu.QemuDebugger", "lab_vm.baremetal.tinyvmm.TinyVM",
+                     "lab_vm.vm.pci.Resource", "lab_vm.vm.trace.Trace", "lab_vm.vm.ftrace.Ftrace",
+                     "lab_vm.tools.diagram.dot", "lab_vm.vm.machine.LabVM", "lab_vm.debug.gdb_side.Sampler"):
         assert required in names, f"{required} is gone from lab_vm: update this test"
     assert not names - listed, f"missing from the reference page: {sorted(names - listed)}"
     assert "lab_vm_api" in (BOOK / "reference/lab-vm.md").read_text(), \
@@ -653,7 +655,7 @@ The first event is a {glue:text}`first`.
 
 ```{code-cell} ipython3
 :tags: [concept-figure, hide-input]
-from lab_vm.diagram import dot
+from lab_vm.tools.diagram import dot
 dot("guestnode -> kvmnode -> qemunode;")
 ```
 

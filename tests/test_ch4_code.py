@@ -70,7 +70,7 @@ def test_loads_reads_att_operand_order():
 @pytest.mark.timeout(600)
 def test_ktimes_table_in_the_guest(tmp_path):
     from lab_vm import LabVM
-    from lab_vm.modules import build_module
+    from lab_vm.build.modules import build_module
 
     shutil.copytree(CODE / "kernel", tmp_path / "kernel")
     built = build_module(tmp_path / "kernel", timeout=300)

@@ -288,8 +288,14 @@ def test_a_mutex_in_the_interrupt_handler_sleeps_in_atomic_context(checking):
     assert set(got) >= {reports.SLEEPS, reports.LOCKS}, \
         [(r.name, r.message[:200]) for r in report.results]
     assert "where: hrlate_fire [hrlate]" in got[reports.SLEEPS].message
-    assert "Invalid wait context" in got[reports.LOCKS].message      # lockdep: a mutex in IRQ
-    assert "fire_lock" in got[reports.LOCKS].message
+    # lockdep reports once per boot. Its first report is the mutex in the interrupt handler
+    # ("Invalid wait context", naming fire_lock), unless the timer interrupt lands inside
+    # lockdep's own code (RIP in lock_is_held_type: seen once in CI, 0 of 4 runs here): then
+    # lockdep's recursion guard skips the mutex, and what it reports first is RCU's complaint
+    # about the task the handler broke into.
+    locks = got[reports.LOCKS].message
+    assert ("Invalid wait context" in locks and "fire_lock" in locks) or \
+        ("suspicious RCU usage" in locks and "lock_is_held_type" in locks), locks
 
 
 @pytest.mark.slow
@@ -323,7 +329,7 @@ def test_a_bare_module_address_is_named_from_the_ko_and_where_insmod_put_it(buil
     from lab_vm.grading.checker import Session
     from lab_vm.grading.runner import build, grading_kernel
     from lab_vm.grading.sources import prepare
-    from lab_vm.machine import LabVM
+    from lab_vm.vm.machine import LabVM
 
     lab = load_lab(HRLATE)
     fast = grading_kernel(lab, "fast")

@@ -1,5 +1,6 @@
 """The lab-vm command line: doctor and help (the VM commands are tested in test_vm.py)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from conftest import REPO
 
 
 def lab_vm(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lab_vm.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -27,7 +28,7 @@ def test_doctor_reports_every_check_as_ok_here(built):
 
 def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
     env_cache = {"VMEXIT_CACHE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "doctor"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "doctor"], capture_output=True,
                           text=True, timeout=300, cwd=REPO,
                           env={**__import__("os").environ, **env_cache})
     assert proc.returncode == 1
@@ -35,8 +36,25 @@ def test_doctor_names_the_fix_when_the_kernel_is_missing(tmp_path):
     assert "BAD  debug qemu" in proc.stdout and "fix: lab-vm build qemu-debug" in proc.stdout
 
 
+def test_one_package_list_for_setup_doctor_and_the_image():
+    from lab_vm.tools.doctor import PACKAGE_LIST, debian_packages
+
+    packages = debian_packages()
+    lab_vm_needs = {p for p, (tag, _) in packages.items() if not tag}
+    assert {"qemu-system-x86", "linux-source-6.1", "busybox-static", "gdb"} <= lab_vm_needs
+    assert all(why for _, why in packages.values()), "each package says what it is for"
+    # scripts/setup reads the list: no package of it is written out there again
+    setup = (REPO / "scripts/setup").read_text()
+    assert PACKAGE_LIST.name in setup and "APT_PACKAGES=(" not in setup
+    # the image installs what the lab VM and grading need (the Containerfile pins versions)
+    containerfile = (REPO / "scripts/image/Containerfile").read_text()
+    missing = [p for p, (tag, _) in packages.items() if tag in ("", "grading")
+               and not re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", containerfile)]
+    assert not missing, f"the Containerfile does not install {missing}"
+
+
 def test_every_command_has_help():
-    from lab_vm.cli import make_parser
+    from lab_vm.tools.cli import make_parser
 
     parser = make_parser()
     sub = next(a for a in parser._actions if a.dest == "cmd")
@@ -45,7 +63,7 @@ def test_every_command_has_help():
 
 
 def test_guest_command_keeps_the_words_as_typed():
-    from lab_vm.cli import guest_command
+    from lab_vm.tools.cli import guest_command
 
     assert guest_command([]) == "true"
     assert guest_command(["ls | wc -l"]) == "ls | wc -l"          # one word: a command line

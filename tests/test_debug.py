@@ -8,8 +8,8 @@ import signal
 import pytest
 
 from lab_vm.errors import DebuggerError
-from lab_vm.machine import LabVM
-from lab_vm.modules import build_module
+from lab_vm.vm.machine import LabVM
+from lab_vm.build.modules import build_module
 
 from conftest import TESTS, suite_processes
 

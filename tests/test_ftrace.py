@@ -1,10 +1,10 @@
-"""lab_vm.ftrace: the trace-file parsers on recorded text, then tracing in a real guest."""
+"""lab_vm.vm.ftrace: the trace-file parsers on recorded text, then tracing in a real guest."""
 from __future__ import annotations
 
 import pytest
 
 from lab_vm.errors import ConfigError
-from lab_vm.ftrace import Ftrace, parse_graph, parse_records
+from lab_vm.vm.ftrace import Ftrace, parse_graph, parse_records
 
 # The header and lines as Linux 6.1 writes them (trace file, default options).
 TRACE = """\

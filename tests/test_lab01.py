@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from lab_vm import cli
+from lab_vm.tools import cli
 from lab_vm.grading import hostrun
 from lab_vm.grading.batch import grade_batch
 from lab_vm.grading.handout import (SKELETON_DIGESTS, make_handout, secret_lines,
                                     skeleton_is_current)
 from lab_vm.grading.lab import load_lab
-from lab_vm.tinyvmm import kvm_problem
+from lab_vm.baremetal.tinyvmm import kvm_problem
 
 from conftest import REPO
 
@@ -113,7 +113,7 @@ def test_without_kvm_check_and_grade_say_so(monkeypatch, tmp_path, capsys, lab):
 
 PROBE = '''
 import json, os, socket
-from lab_vm.tinyvmm import FINAL_EXITS
+from lab_vm.baremetal.tinyvmm import FINAL_EXITS
 
 
 def facts():

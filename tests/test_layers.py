@@ -88,7 +88,7 @@ def test_lab_vm_has_no_import_cycle():
 
 def test_every_module_imports_on_its_own():
     """Each module imports in a fresh interpreter (no module needs another imported first)."""
-    names = sorted(n for n in graph() if n != "lab_vm.gdb_side")   # gdb_side needs gdb's Python
+    names = sorted(n for n in graph() if n != "lab_vm.debug.gdb_side")   # gdb_side needs gdb's Python
     code = "import importlib, sys\nimportlib.import_module(sys.argv[1])\n"
 
     def fresh_import(name):
@@ -100,3 +100,36 @@ def test_every_module_imports_on_its_own():
         failed = {name: proc.stderr[-800:] for name, proc in pool.map(fresh_import, names)
                   if proc.returncode != 0}
     assert not failed, failed
+
+
+# The layers lab_vm/__init__.py describes, bottom first: a module imports only from its own
+# layer or the ones below it.
+LAYERS = ["errors paths", "build", "vm", "debug", "baremetal", "grading", "tools"]
+# The one reference upwards, deferred into LabVM.gdb(): debug.guest needs nothing from vm/.
+UPWARDS = {("lab_vm.vm.machine", "lab_vm.debug.guest")}
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    for rank, names in enumerate(LAYERS):
+        if top in names.split():
+            return rank
+    return len(LAYERS)           # lab_vm itself (the package's public names): on top
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets
+                  if layer(b) > layer(a) and (a, b) not in UPWARDS)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert upward_imports({"lab_vm.build.kernel": {"lab_vm.vm.machine"}}) == \
+        ["lab_vm.build.kernel -> lab_vm.vm.machine"]
+    assert upward_imports({"lab_vm.tools.cli": {"lab_vm.vm.machine", "lab_vm.errors"}}) == []
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_downwards():
+    edges = graph()
+    assert all(layer(m) < len(LAYERS) for m in edges if m != "lab_vm"), \
+        [m for m in edges if layer(m) == len(LAYERS) and m != "lab_vm"]
+    assert not upward_imports(edges), upward_imports(edges)

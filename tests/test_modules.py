@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from lab_vm.errors import ModuleBuildError
-from lab_vm.modules import build_module
+from lab_vm.errors import CommandFailed, ModuleBuildError
+from lab_vm.build.modules import build_module
 
 from conftest import TESTS
 
@@ -39,7 +39,18 @@ def test_compile_error_is_reported_with_file_and_line(module_copy):
 def test_kernel_own_module_loads_by_name(vm):
     vm.modprobe("brd", "rd_nr=1", "rd_size=1024")
     assert vm.run("cat /sys/block/ram0/size", timeout=30).text.strip() == "2048"
+    assert vm.module_loaded("brd")
     vm.rmmod("brd")
+    assert not vm.module_loaded("brd")
+    assert vm.rmmod("brd", missing_ok=True) is None          # gone already: left alone
+    with pytest.raises(CommandFailed):
+        vm.rmmod("brd")
+
+
+def test_a_built_in_driver_is_not_a_loaded_module(vm):
+    # rtc_cmos is built in (=y): /sys/module lists it (it has parameters), /proc/modules does not
+    assert vm.run("test -d /sys/module/rtc_cmos", timeout=30).ok
+    assert not vm.module_loaded("rtc_cmos")
 
 
 def test_modprobe_loads_dependencies_first(vm, built):

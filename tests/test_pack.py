@@ -15,7 +15,7 @@ import pytest
 from lab_vm.grading.handout import SKELETON_DIGESTS, make_handout, skeleton_files
 from lab_vm.grading.lab import load_lab
 from lab_vm.grading.pack import PackError, pack
-from lab_vm.tinyvmm import kvm_problem
+from lab_vm.baremetal.tinyvmm import kvm_problem
 
 from conftest import REPO
 

@@ -1,4 +1,4 @@
-"""lab_vm.pci: BAR flags as the guest kernel reports them, and the oops of a read past a BAR.
+"""lab_vm.vm.pci: BAR flags as the guest kernel reports them, and the oops of a read past a BAR.
 
 The parser tests feed recorded console text; the others drive a real lab VM with QEMU's edu
 device (and the virtio-serial device every lab VM has, whose modern BAR is 64-bit and
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from lab_vm import GuestPanic, pci
-from lab_vm.machine import LabVM
-from lab_vm.modules import build_variant
+from lab_vm import GuestPanic
+from lab_vm.vm import pci
+from lab_vm.vm.machine import LabVM
+from lab_vm.build.modules import build_variant
 
 from conftest import REPO
 

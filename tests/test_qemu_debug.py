@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from lab_vm import pci
+from lab_vm.vm import pci
 from lab_vm.build import qemu as qemu_build
 from lab_vm.build.initramfs import build_static
 from lab_vm.errors import MissingArtifact
-from lab_vm.machine import LabVM
-from lab_vm.qemudebug import QemuDebugger
+from lab_vm.vm.machine import LabVM
+from lab_vm.debug.qemu import QemuDebugger
 
 from conftest import REPO
 
@@ -35,7 +35,7 @@ def qemu_debug():
 @pytest.fixture(scope="module")
 def helpers(tmp_path_factory):
     out = tmp_path_factory.mktemp("mmio-helpers")
-    return {name: build_static(CODE / f"{name}.c", out / name) for name in ("mmio", "barsize")}
+    return {name: build_static(CODE / f"{name}.c", out / name) for name in ("barsize",)}
 
 
 @pytest.fixture(scope="module")

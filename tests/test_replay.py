@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from lab_vm.errors import ConfigError, DebuggerError
-from lab_vm.machine import LabVM
-from lab_vm.replay import Recording, RecordingError, Replay, ReplayDiverged
+from lab_vm.vm.machine import LabVM
+from lab_vm.vm.replay import Recording, RecordingError, Replay, ReplayDiverged
 
 from conftest import REPO, qemu_processes, suite_processes
 
@@ -80,7 +80,7 @@ def test_last_write_runs_backwards_to_the_writer(recording):
 def test_cli_replay_batch_gdb_finds_the_last_writer_of_jiffies(recording):
     folder, _ = recording
     proc = subprocess.run(
-        [sys.executable, "-m", "lab_vm.cli", "replay", "--timeout", "240", str(folder), "--",
+        [sys.executable, "-m", "lab_vm.tools.cli", "replay", "--timeout", "240", str(folder), "--",
          "-batch", "-ex", "tbreak ksys_write", "-ex", "continue", "-ex", "watch jiffies_64",
          "-ex", "reverse-continue", "-ex", "bt"],
         capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -148,7 +148,7 @@ def test_last_write_of_an_unwritten_value_says_so(recording):
 
 def test_cli_record_prints_the_output_and_leaves_a_replayable_folder(tmp_path, built):
     folder = tmp_path / "rec"
-    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "record", "-o", str(folder), "--",
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "record", "-o", str(folder), "--",
                            "echo recorded; exit 3"], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert proc.returncode == 3, proc.stderr[-2000:]

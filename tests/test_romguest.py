@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from lab_vm import romguest
+from lab_vm.baremetal import romguest
 from lab_vm.build.rom import ROM_SIZE, build_rom
 from lab_vm.errors import ConfigError, QEMUExited
-from lab_vm.romguest import RomGuest, accel_problem, run_rom
+from lab_vm.baremetal.romguest import RomGuest, accel_problem, run_rom
 
 EDU_IDENT = 0x010000ED
 EVENTS = ("kvm_run_exit", "memory_region_ops_*")
@@ -112,7 +112,7 @@ def qemu_debug():
 
 @needs_kvm
 def test_gdb_on_qemu_under_kvm_breaks_in_edu_mmio_read_below_kvm_cpu_exec(rom, qemu_debug):
-    from lab_vm.qemudebug import QemuDebugger
+    from lab_vm.debug.qemu import QemuDebugger
 
     with RomGuest(rom, accel="kvm", paused=True, **qemu_debug.vm_options()) as guest:
         with QemuDebugger(guest) as dbg:
@@ -132,7 +132,7 @@ def test_gdb_on_qemu_under_kvm_breaks_in_edu_mmio_read_below_kvm_cpu_exec(rom, q
 
 @needs_kvm
 def test_a_halted_vcpu_sleeps_in_kvm_run_or_in_qemu_wait_io_event(rom, qemu_debug):
-    from lab_vm.qemudebug import QemuDebugger
+    from lab_vm.debug.qemu import QemuDebugger
 
     where = {}
     for irqchip in (True, False):

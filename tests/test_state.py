@@ -7,8 +7,8 @@ import time
 import uuid
 from dataclasses import replace
 
-from lab_vm import state
-from lab_vm.machine import LabVM
+from lab_vm.vm import state
+from lab_vm.vm.machine import LabVM
 
 
 def guest_clock(vm) -> float:
@@ -65,7 +65,7 @@ def test_corrupt_state_falls_back_to_cold_boot(built, caplog):
         path = state.path_for(state.key(vm))
     assert path.exists()
     path.write_bytes(b"this is not a QEMU migration stream" * 100)
-    with caplog.at_level(logging.WARNING, logger="lab_vm.machine"):
+    with caplog.at_level(logging.WARNING, logger="lab_vm.vm.machine"):
         with LabVM(memory=200, name="after-corrupt") as vm:
             assert not vm.restored and vm.restore_failure
             assert vm.run("echo fine", timeout=30).text == "fine\n"
@@ -90,7 +90,7 @@ def test_device_without_migration_support_works_after_restore(built):
 
 def test_a_qmp_failure_during_restore_falls_back_to_cold_boot(built, monkeypatch, caplog):
     """QMP errors are LabVMErrors: the restore's fallback catches them like any other failure."""
-    from lab_vm import qmp
+    from lab_vm.vm import qmp
 
     with LabVM(memory=208, name="qmp-save") as vm:         # a state of its own to restore
         assert state.path_for(state.key(vm)).exists()
@@ -103,7 +103,7 @@ def test_a_qmp_failure_during_restore_falls_back_to_cold_boot(built, monkeypatch
         return real_connect(self, path, timeout, alive)
 
     monkeypatch.setattr(qmp.QMPConnection, "connect", refuse_first)
-    with caplog.at_level(logging.WARNING, logger="lab_vm.machine"):
+    with caplog.at_level(logging.WARNING, logger="lab_vm.vm.machine"):
         with LabVM(memory=208, name="qmp-fallback") as vm:
             assert not vm.restored and "refused by the test" in vm.restore_failure
             assert vm.run("echo fine", timeout=30).text == "fine\n"

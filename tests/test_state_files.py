@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from lab_vm import state
-from lab_vm.machine import LabVM
+from lab_vm.vm import state
+from lab_vm.vm.machine import LabVM
 
 UUID = "cat /proc/sys/kernel/random/uuid"
 
@@ -77,7 +77,7 @@ def test_damaged_state_falls_back_to_cold_boot(built, caplog, damage):
             f.seek(ram)
             f.write(b"\xff" * 4096)
         reason = ""
-    with caplog.at_level(logging.WARNING, logger="lab_vm.machine"):
+    with caplog.at_level(logging.WARNING, logger="lab_vm.vm.machine"):
         with LabVM(memory=memory, name=f"after-{damage}") as vm:
             assert not vm.restored and vm.restore_failure
             assert reason in vm.restore_failure

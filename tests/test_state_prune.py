@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from lab_vm import state
+from lab_vm.vm import state
 
 
 def test_prune_keeps_the_recently_used_and_drops_old_and_surplus(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""lab_vm.tinyvmm against the real /dev/kvm: no mocks; skipped only where KVM is unusable."""
+"""lab_vm.baremetal.tinyvmm against the real /dev/kvm: no mocks; skipped only where KVM is unusable."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lab_vm import tinyvmm
-from lab_vm.tinyvmm import (DEMO_PORT, DEMO_PROGRAM, MMIO_ADDR, Exit, RunawayGuest, TinyVM,
+from lab_vm.baremetal import tinyvmm
+from lab_vm.baremetal.tinyvmm import (DEMO_PORT, DEMO_PROGRAM, MMIO_ADDR, Exit, RunawayGuest, TinyVM,
                             describe, kvm_problem)
 
 PROBLEM = kvm_problem()

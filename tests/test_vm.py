@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lab_vm.errors import ConfigError, GuestPanic, GuestTimeout, MissingArtifact, CommandFailed
-from lab_vm.machine import LabVM
+from lab_vm.vm.machine import LabVM
 
 from conftest import REPO, qemu_processes
 
@@ -107,7 +107,7 @@ def test_sigint_leaves_no_qemu(built, tmp_path):
     marker = f"vmexit-sigint{os.getpid()}-"
     script = textwrap.dedent(f"""
         import sys, time
-        from lab_vm.machine import LabVM
+        from lab_vm.vm.machine import LabVM
         with LabVM(name={marker[7:-1]!r}) as vm:
             vm.run("true", timeout=60)
             print("ready", flush=True)
@@ -136,7 +136,7 @@ def test_bad_arguments_give_clear_errors(built, tmp_path, monkeypatch):
 
 
 def test_cli_run_prints_output_and_returns_status(built):
-    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "run", "--",
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "run", "--",
                            "echo from guest; exit 7"], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
     assert proc.stdout == "from guest\n"
@@ -144,7 +144,7 @@ def test_cli_run_prints_output_and_returns_status(built):
 
 
 def test_cli_run_bad_share_is_an_error_not_a_traceback(built, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lab_vm.cli", "run", "--share",
+    proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "run", "--share",
                            str(tmp_path / "missing"), "--", "true"], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from lab_vm.errors import ConfigError
-from lab_vm.workbench import Workbench
+from lab_vm.tools.workbench import Workbench
 
 from conftest import REPO
 

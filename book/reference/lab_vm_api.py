@@ -2,9 +2,9 @@
 
 Walks the package (pkgutil), so a new module or class is on the page without anyone editing
 it. Public means: defined in that module (not imported into it) and not named with a leading
-underscore. A module that only imports inside another program (lab_vm.gdb_side runs inside
+underscore. A module that only imports inside another program (lab_vm.debug.gdb_side runs inside
 gdb) is read from its source with ast instead. Each entry has an HTML id, its dotted name
-(`lab_vm.pci.Resource`), which tests/test_book.py looks for.
+(`lab_vm.vm.pci.Resource`), which tests/test_book.py looks for.
 """
 from __future__ import annotations
 

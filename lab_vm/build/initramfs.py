@@ -35,7 +35,7 @@ def _busybox_version() -> str:
 
 
 def _sources() -> list[Path]:
-    return [paths.GUEST_DIR / "init", paths.GUEST_DIR / "agent.c"]
+    return [paths.GUEST_DIR / "init", paths.GUEST_DIR / "agent.c", paths.GUEST_DIR / "mmio.c"]
 
 
 def entry() -> cache.Entry:
@@ -86,6 +86,8 @@ def build_initramfs(*, force: bool = False) -> Initramfs:
         shutil.rmtree(ent.path, ignore_errors=True)
         ent.path.mkdir(parents=True)
         agent = build_static(paths.GUEST_DIR / "agent.c", ent.path / "vmexit-agent")
+        # a PCI BAR's registers from user space, for the chapters and the checkers alike
+        mmio = build_static(paths.GUEST_DIR / "mmio.c", ent.path / "mmio")
         applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
                                  check=True, timeout=30).stdout.split()
         out_path = ent.path / "initramfs.cpio"
@@ -102,6 +104,7 @@ def build_initramfs(*, force: bool = False) -> Initramfs:
                     cpio.symlink(applet, "/bin/busybox")
             cpio.file("init", (paths.GUEST_DIR / "init").read_bytes(), 0o755)
             cpio.file("sbin/vmexit-agent", agent.read_bytes(), 0o755)
+            cpio.file("bin/mmio", mmio.read_bytes(), 0o755)
             cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
             cpio.file("etc/group", b"root:x:0:\n")
             cpio.close()

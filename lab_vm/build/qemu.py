@@ -10,7 +10,7 @@ and the few build dependencies (``lab-vm build qemu-debug`` runs it).
 The entry is keyed by the source version, the configure flags and a recipe
 string, and is valid only once stamped COMPLETE (see cache.py). The binary runs
 from its build directory, where Debian's stripped source has no firmware: it
-gets ``-L`` paths to the installed firmware (``QemuDebug.vm_options()``).
+gets ``-L`` paths to the installed firmware (``DebugQemuBuild.vm_options()``).
 """
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ SETUP_HINT = "run `lab-vm build qemu-debug` (it runs scripts/setup-qemu-debug fi
 
 
 @dataclass(frozen=True)
-class QemuDebug:
-    """A completed debug QEMU build."""
+class DebugQemuBuild:
+    """A completed build of QEMU with debug info (gdb on it: lab_vm.debug.qemu.QemuDebugger)."""
 
     binary: Path
     source: Path
@@ -93,12 +93,12 @@ def entry() -> cache.Entry:
     return cache.Entry("qemu-debug", key)
 
 
-def _result(ent: cache.Entry, version: str) -> QemuDebug:
+def _result(ent: cache.Entry, version: str) -> DebugQemuBuild:
     src = ent.path / "src"
-    return QemuDebug(src / "build" / BINARY, src, ent.key, version)
+    return DebugQemuBuild(src / "build" / BINARY, src, ent.key, version)
 
 
-def find_qemu_debug() -> QemuDebug:
+def find_qemu_debug() -> DebugQemuBuild:
     """The built debug QEMU for the current inputs, or an error naming how to build it."""
     ent = entry()
     if not ent.valid:
@@ -107,7 +107,7 @@ def find_qemu_debug() -> QemuDebug:
 
 
 def build_qemu_debug(*, jobs: int | None = None, timeout: float = BUILD_TIMEOUT,
-                     force: bool = False, stream=None) -> QemuDebug:
+                     force: bool = False, stream=None) -> DebugQemuBuild:
     """Build (or return the cached) debug QEMU; resumes an interrupted build where it stopped."""
     version = source_version()
     ent = entry()
@@ -177,7 +177,7 @@ def _fetch_source(root: Path, version: str, log: Path, timeout: float, stream) -
     return src
 
 
-def _check_binary(result: QemuDebug, timeout: float = 30.0) -> None:
+def _check_binary(result: DebugQemuBuild, timeout: float = 30.0) -> None:
     """The binary exists, runs, and knows the edu device (the chapter's device)."""
     if not result.binary.exists():
         raise BuildError(f"the debug QEMU build finished but {result.binary} is missing")

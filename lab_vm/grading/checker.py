@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Iterable
 
-from ..channel import Result
+from ..vm.channel import Result
 from ..errors import GuestTimeout
 
 LOG = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ class Session:
         return result
 
     def loaded(self) -> bool:
+        # through sh(): the test's deadline holds for this command too
         return self.sh(f"grep -q '^{self.module} ' /proc/modules").status == 0
 
     def dmesg(self) -> str:

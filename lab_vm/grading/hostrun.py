@@ -3,7 +3,7 @@
 The student's Python is untrusted, so it runs where a module lab's compiler
 runs: in the bubblewrap sandbox (sandbox.py), with ``/dev/kvm`` passed in and
 nothing else of the host. What it sees: the system's programs read only, the
-Python installation this package runs on (read only), ``lab_vm.tinyvmm`` alone
+Python installation this package runs on (read only), ``lab_vm.baremetal.tinyvmm`` alone
 (a package of one module: nothing else of lab_vm is needed, nor wanted) and a
 fresh folder per run holding the student's sources, the lab's harness (the
 first ``build`` file of lab.toml, never the student's) and the guest program.
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tinyvmm
+from ..baremetal import tinyvmm
 from ..errors import ConfigError, GuestTimeout, LabVMError, ModuleBuildError
 from . import results as R
 from .checker import TestFailure, TestSpec
@@ -113,15 +113,17 @@ class GuestRun:
 
 
 class Runtime:
-    """The read-only things every sandboxed run sees: the Python and ``lab_vm.tinyvmm``."""
+    """The read-only things every sandboxed run sees: the Python and ``lab_vm.baremetal.tinyvmm``
+    (alone in its package)."""
 
     def __init__(self, scratch: Path) -> None:
         self.python = Path(os.path.realpath(sys.executable))
         self.prefix = Path(sys.base_prefix).resolve()
         self.pylib = scratch / "pylib"
-        package = self.pylib / "lab_vm"
+        package = self.pylib / "lab_vm" / "baremetal"
         package.mkdir(parents=True, exist_ok=True)
-        (package / "__init__.py").write_text('"""Only lab_vm.tinyvmm, for a sandboxed VMM."""\n')
+        for init in (package.parent / "__init__.py", package / "__init__.py"):
+            init.write_text('"""Only lab_vm.baremetal.tinyvmm, for a sandboxed VMM."""\n')
         shutil.copyfile(Path(tinyvmm.__file__), package / "tinyvmm.py")
 
     @property

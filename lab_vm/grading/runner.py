@@ -33,8 +33,8 @@ from ..build.initramfs import build_static
 from ..build.kernel import Kernel, find_kernel
 from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, MissingArtifact,
                       ModuleBuildError, QEMUExited, VMError)
-from ..machine import LabVM
-from ..modules import compiler_errors
+from ..vm.machine import LabVM
+from ..build.modules import compiler_errors
 from . import hostrun, reports
 from . import results as R
 from .checker import Session, TestFailure, TestSpec
@@ -344,11 +344,10 @@ def _unload(lab: Lab, guest: _Guest, test: str = "") -> None:
     vm = guest.vm
     if vm is None:
         return
-    gone = f"! grep -q '^{lab.module} ' /proc/modules"
-    if vm.run(gone, timeout=lab.command_timeout).ok:
+    if not vm.module_loaded(lab.module, timeout=lab.command_timeout):
         return
     vm.run(f"rmmod {lab.module} || rmmod -f {lab.module}", timeout=lab.command_timeout)
-    if not vm.run(gone, timeout=lab.command_timeout).ok:
+    if vm.module_loaded(lab.module, timeout=lab.command_timeout):
         LOG.info("%s: %s stays loaded; the next test gets a fresh VM", guest.name, lab.module)
         guest.drain(test)
         guest.check_leaks(test)     # nothing it allocated is unreferenced yet, but earlier...

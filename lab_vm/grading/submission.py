@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..build.kernel import Kernel
-from ..machine import LabVM
+from ..vm.machine import LabVM
 from . import results as R
 from .archive import ArchiveError, unpack
 from .lab import Lab

@@ -18,7 +18,7 @@ import test_checking_kernel as cases  # noqa: E402
 from lab_vm.build.kernel import find_kernel  # noqa: E402
 from lab_vm.grading import reports, runner  # noqa: E402
 from lab_vm.grading.lab import load_lab  # noqa: E402
-from lab_vm.machine import LabVM  # noqa: E402
+from lab_vm.vm.machine import LabVM  # noqa: E402
 
 DIR = "/sys/kernel/debug/hrlate"
 STEPS = ["insmod /tmp/hrlate.ko", f"echo 1 > {DIR}/running", "sleep 0.2", f"cat {DIR}/count",

@@ -11,7 +11,7 @@ import textwrap
 from html import escape
 from pathlib import Path
 
-from lab_vm.diagram import dot, label
+from lab_vm.tools.diagram import dot, label
 
 # --- source excerpts --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
-from lab_vm.modules import build_variant
+from lab_vm.build.modules import build_variant
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -44,8 +44,7 @@ def setup_guest(vm, drivers: dict[str, Path], helpers: dict[str, Path]) -> None:
 
 def load(vm, variant: str) -> None:
     """Bind edu to the reference driver or the blocking variant (unloading the other)."""
-    if vm.run("grep -q '^edu ' /proc/modules", timeout=10).ok:
-        vm.rmmod("edu")
+    vm.rmmod("edu", missing_ok=True, timeout=10)
     vm.insmod(f"/root/edu-{variant}.ko")
 
 

@@ -14,8 +14,8 @@ from itertools import zip_longest
 from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
-from lab_vm.channel import Result
-from lab_vm.modules import build_variant
+from lab_vm.vm.channel import Result
+from lab_vm.build.modules import build_variant
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -52,8 +52,7 @@ def load(vm, variant: str, lower: str = "/dev/nullb0", *,
 
     ``module``: where the guest has the .ko (setup_guest() copies them to /root).
     """
-    if vm.run("grep -q '^xform ' /proc/modules", timeout=10).ok:
-        vm.rmmod("xform")
+    vm.rmmod("xform", missing_ok=True, timeout=10)
     vm.insmod(module.format(variant=variant), f"lower={lower}")
 
 
@@ -143,7 +142,7 @@ def bio_kprobe(dbg, function: str = "submit_bio_noacct") -> str:
 
 
 # -- One CPU, recorded: the corruption run backwards ---------------------------------------------
-# A recorded VM (lab_vm.replay) has one CPU and gets its files from a share copied in at start:
+# A recorded VM (lab_vm.vm.replay) has one CPU and gets its files from a share copied in at start:
 # the share is the folder build_drivers() and build_blkstress() built into, so the guest finds
 # blkstress and both modules under /mnt/share.
 SHARED_MODULE = "/mnt/share/{variant}/xform.ko"
@@ -166,8 +165,7 @@ def reload(vm, completions=(), variant: str = "fixed", *,
     The disk's data goes with the old null_blk: write before reading.
     """
     for name in ("xform", "null_blk"):
-        if vm.run(f"grep -q '^{name} ' /proc/modules", timeout=10).ok:
-            vm.rmmod(name)
+        vm.rmmod(name, missing_ok=True, timeout=10)
     vm.modprobe("null_blk", *NULL_BLK, *completions)
     load(vm, variant, module=module)
 
@@ -257,7 +255,7 @@ def record_corruption(folder: Path, work: Path, *, attempts: int = 4,
     the seconds the kept recording and its replay took.
     """
     from lab_vm import LabVM
-    from lab_vm.replay import Replay, ReplayDiverged
+    from lab_vm.vm.replay import Replay, ReplayDiverged
 
     diverged = 0
     for attempt in range(1, attempts + 1):
@@ -331,7 +329,7 @@ def rewind(folder: Path, drivers: dict[str, Path], sector: int, *,
     instruction (``old``/``new``), its backtrace, what the completion it belongs to was
     completing, and how long the backwards query took.
     """
-    from lab_vm.replay import Replay
+    from lab_vm.vm.replay import Replay
 
     found = {}
     with Replay(folder) as rp, rp.debugger() as dbg:
@@ -397,7 +395,7 @@ def completions(vm, dbg, drivers: dict[str, Path], command: str | None = None, *
 
 def replayed_completions(folder: Path, drivers: dict[str, Path]) -> list[tuple]:
     """completions() of a replay of the recording in ``folder``."""
-    from lab_vm.replay import Replay
+    from lab_vm.vm.replay import Replay
 
     with Replay(folder) as rp, rp.debugger() as dbg:
         samples, _ = completions(rp, dbg, drivers)

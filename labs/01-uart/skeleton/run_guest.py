@@ -25,8 +25,8 @@ import time
 import traceback
 from pathlib import Path
 
-from lab_vm.tinyvmm import (FINAL_EXITS, KVMUnavailable, RunawayGuest, TinyVM, TinyVMError,
-                            describe)
+from lab_vm.baremetal.tinyvmm import (FINAL_EXITS, KVMUnavailable, RunawayGuest, TinyVM,
+                                      TinyVMError, describe)
 
 LOAD_AT = 0x1000        # where TinyVM.load() puts the guest: CS:IP = 0:0x1000
 MARKER = "@@run_guest@@ "   # the line the grader reads; anything else printed is a log

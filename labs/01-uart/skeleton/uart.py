@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from lab_vm.tinyvmm import FINAL_EXITS, Exit
+from lab_vm.baremetal.tinyvmm import FINAL_EXITS, Exit
 
 COM1 = 0x3F8            # the first of the UART's eight ports
 PORTS = range(COM1, COM1 + 8)

@@ -2,9 +2,9 @@
 
 Each test loads the student's edu.ko in the lab VM, exercises it through
 sysfs, unloads it, and on failure says what to fix. Everything happens in the
-guest: ``t.sh()`` runs a command there. Two small helpers are copied in:
-``pollwait`` (poll() on a sysfs attribute) and ``mmio`` (read a register of
-the device directly, to see what the device itself did).
+guest: ``t.sh()`` runs a command there. A small helper is copied in,
+``pollwait`` (poll() on a sysfs attribute), and the lab VM's own ``mmio`` reads
+a register of the device directly, to see what the device itself did.
 
 Run it with ``lab-vm check labs/02-edu-driver`` (or ``lab-vm check .`` in a handout).
 """
@@ -56,10 +56,10 @@ def write_attribute(t, path: str, value: str, fix: str) -> None:
 
 def register(t, device: str, offset: int) -> int:
     """A register of the device read directly through its BAR (not through the driver)."""
-    result = t.sh(f"{t.helper('mmio')} {device}/resource0 {offset:#x}")
+    result = t.sh(f"mmio {device}/resource0 r {offset:#x}")     # the lab VM's /bin/mmio
     expect(result.ok, f"reading register {offset:#x} of the device failed: "
            f"{result.output.strip()}")
-    return int(result.text, 16)
+    return int(result.text.split()[-1], 16)                      # "read 0x004 0x0000002a"
 
 
 def edu_interrupts(t) -> tuple[int, str] | None:

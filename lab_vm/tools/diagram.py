@@ -12,7 +12,7 @@ import logging
 import shutil
 import subprocess
 
-from .errors import BuildError, MissingArtifact
+from ..errors import BuildError, MissingArtifact
 
 LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Recordings: the record and replay modes of a LabVM, and the folder a recording is.
 
-(``lab_vm.replay`` has :class:`~lab_vm.replay.Replay`, the VM that replays one.)
+(``lab_vm.vm.replay`` has :class:`~lab_vm.vm.replay.Replay`, the VM that replays one.)
 
 
 QEMU's record/replay (``-icount …,rr=record|replay``) logs every
@@ -51,9 +51,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from .build.cpio import CpioWriter
+from ..build.cpio import CpioWriter
 from .channel import Channel, PipeTransport
-from .errors import ConfigError, RecordingError
+from ..errors import ConfigError, RecordingError
 from .modes import SHARE_MOUNT, Mode
 from .qemu_binary import qemu_identity
 
@@ -270,7 +270,7 @@ class RecordMode(_RecordReplay):
 
 
 class ReplayMode(_RecordReplay):
-    """A LabVM that re-executes a recording (see lab_vm.replay.Replay)."""
+    """A LabVM that re-executes a recording (see lab_vm.vm.replay.Replay)."""
 
     name = "replay"
 

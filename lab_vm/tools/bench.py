@@ -15,9 +15,9 @@ import subprocess
 import tempfile
 import time
 
-from .build import initramfs, kernel
-from .errors import DebuggerError, GuestTimeout
-from .machine import LabVM
+from ..build import initramfs, kernel
+from ..errors import DebuggerError, GuestTimeout
+from ..vm.machine import LabVM
 
 LOG = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _step(what: str, fn):
 
 def _plain_gdb_rate(vm, samples: int, timeout: float = 120.0) -> float:
     """The same bulk sampling in a plain batch gdb (no pwntools bridge)."""
-    from .debug import gdb_init_args
+    from ..debug.guest import gdb_init_args
 
     script = (f"import time; n = sampler_start('ksys_read', ['count'], {samples}); "
               "t = time.monotonic(); gdb.execute('continue'); "
@@ -349,7 +349,7 @@ def replay_figures(runs: int = 3) -> dict:
     The normal run and the recorded run are the same thing — a cold boot, then
     the workload — measured side by side, medians of ``runs``.
     """
-    from .replay import Replay
+    from ..vm.replay import Replay
 
     normal, recorded, replayed, reverse = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:

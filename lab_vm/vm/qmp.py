@@ -15,7 +15,7 @@ from typing import Any
 
 from qemu.qmp import ExecuteError, QMPClient
 
-from .errors import VMError
+from ..errors import VMError
 
 LOG = logging.getLogger(__name__)
 

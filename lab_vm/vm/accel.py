@@ -14,8 +14,8 @@ import logging
 import os
 from typing import Callable
 
-from . import paths
-from .build import cache
+from .. import paths
+from ..build import cache
 from .qemu_binary import qemu_version
 
 LOG = logging.getLogger(__name__)

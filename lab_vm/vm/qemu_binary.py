@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 QEMU = "qemu-system-x86_64"
 

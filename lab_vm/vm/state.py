@@ -57,9 +57,9 @@ import time
 import uuid
 from pathlib import Path
 
-from . import paths
+from .. import paths
 from .qemu_binary import qemu_identity
-from .build import cache
+from ..build import cache
 
 LOG = logging.getLogger(__name__)
 RECIPE = "state-2"          # state-2: RAM as a file mapped at restore, device state after it

@@ -32,16 +32,16 @@ from typing import Sequence
 
 from . import accel as accel_mod
 from . import state
-from .build.initramfs import Initramfs, find_initramfs
-from .build.kernel import Kernel, find_kernel
-from .build.tsc import host_tsc_khz
+from ..build.initramfs import Initramfs, find_initramfs
+from ..build.kernel import Kernel, find_kernel
+from ..build.tsc import host_tsc_khz
 from .channel import DEFAULT_MAX_OUTPUT, Channel, Job, Result
 from .modes import SHARE_MOUNT, SHARE_OPTIONS, SHARE_TAG, Mode
 from .qemu_binary import QEMU
 from .qmp import QMPConnection, QMPError
 from .recording import RecordMode
 from .trace import Trace, parse as parse_trace
-from .errors import (ConfigError, GuestPanic, LabVMError, QEMUExited,
+from ..errors import (ConfigError, GuestPanic, LabVMError, QEMUExited,
                      VMError)
 
 LOG = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class LabVM:
                 raise ConfigError("a recorded VM runs under TCG with one CPU, no extra devices "
                                   "and no gdb_wait: QEMU 7.2's record/replay covers neither KVM "
                                   "nor SMP, nor devices that work in threads of their own "
-                                  "(see lab_vm.recording); it sets -icount itself")
+                                  "(see lab_vm.vm.recording); it sets -icount itself")
             mode = RecordMode(Path(record))
         self.mode = mode or Mode()
         if not self.mode.restorable:
@@ -185,7 +185,7 @@ class LabVM:
         self.gdb_port: int | None = None
         self.boot_time: float | None = None
         # saved states: time.monotonic() at each step of a restore (started, loaded, resumed,
-        # ready), for lab_vm.bench's breakdown
+        # ready), for lab_vm.tools.bench's breakdown
         self.restore_steps: dict[str, float] = {}
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
@@ -500,7 +500,7 @@ class LabVM:
 
     @property
     def qemu_pid(self) -> int:
-        """The QEMU process's id (for host tools such as gdb on QEMU: lab_vm.qemudebug)."""
+        """The QEMU process's id (for host tools such as gdb on QEMU: lab_vm.debug.qemu)."""
         if self._proc is None or self._proc.poll() is not None:
             raise VMError("QEMU is not running")
         return self._proc.pid
@@ -609,11 +609,20 @@ class LabVM:
         """
         for dep in self.kernel.module_depends(name):
             self.modprobe(dep, timeout=timeout)
-        if self.run(f"test -d /sys/module/{name.replace('-', '_')}", timeout=timeout).ok:
+        if self.module_loaded(name, timeout=timeout):
             return None
         return self.insmod(self.kernel.module_path(name), *params, timeout=timeout)
 
-    def rmmod(self, name: str, *, timeout: float = 30.0) -> Result:
+    def module_loaded(self, name: str, *, timeout: float = 30.0) -> bool:
+        """Whether the module ``name`` is loaded: listed in /proc/modules (/sys/module would
+        also list what is built into the kernel)."""
+        name = shlex.quote(name.replace("-", "_"))
+        return self.run(f"grep -q '^'{name}' ' /proc/modules", timeout=timeout).ok
+
+    def rmmod(self, name: str, *, missing_ok: bool = False, timeout: float = 30.0) -> Result | None:
+        """Unload ``name``; with ``missing_ok`` one that is not loaded is left alone (None)."""
+        if missing_ok and not self.module_loaded(name, timeout=timeout):
+            return None
         return self.run(f"rmmod {shlex.quote(name)}", timeout=timeout, check=True)
 
     def dmesg(self, *, timeout: float = 30.0) -> str:
@@ -631,8 +640,8 @@ class LabVM:
         return self.gdb_port
 
     def debugger(self, *, timeout: float = 30.0):
-        """gdb attached to this guest, scripted through pwntools (see lab_vm.debug)."""
-        from .debug import Debugger
+        """gdb attached to this guest, scripted through pwntools (see lab_vm.debug.guest)."""
+        from ..debug.guest import Debugger
 
         self._health()
         dbg = Debugger(self, timeout=timeout)
@@ -686,7 +695,7 @@ class LabVM:
     def ftrace(self, *, events=(), kprobes: dict[str, str] | None = None, tracer: str = "nop",
                functions=(), only=(), buffer_kb: int = 4096, clock: str = "mono",
                timeout: float = 30.0):
-        """Trace inside the guest with ftrace while the block runs (see lab_vm.ftrace).
+        """Trace inside the guest with ftrace while the block runs (see lab_vm.vm.ftrace).
 
         ``events``: ``"subsystem:name"`` (or a whole ``"subsystem"``); ``kprobes``: name →
         kprobe_events spec (``"edu_mmio_read addr=%si:u64"``); ``tracer``: ``"function"`` or
@@ -727,7 +736,7 @@ class LabVM:
 
 
 def probe_kvm(kernel, initramfs) -> tuple[bool, str]:
-    """Boot the lab VM under KVM with a short deadline: (works, reason). lab_vm.accel decides
+    """Boot the lab VM under KVM with a short deadline: (works, reason). lab_vm.vm.accel decides
     with it (and caches the verdict); it never boots anything itself."""
     vm = LabVM(accel="kvm", kernel=kernel, initramfs=initramfs,
                boot_timeout=accel_mod.PROBE_TIMEOUT, name="kvm-probe")

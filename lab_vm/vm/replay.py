@@ -1,4 +1,4 @@
-"""Replay a recording under gdb, forwards and backwards (see lab_vm.recording for how
+"""Replay a recording under gdb, forwards and backwards (see lab_vm.vm.recording for how
 QEMU's record/replay is set up and what it forced on us)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from .errors import RecordingError, ReplayDiverged
+from ..errors import RecordingError, ReplayDiverged
 from .machine import LabVM
 from .recording import Recording, ReplayMode, outputs
 

@@ -5,7 +5,7 @@
 (``lx-dmesg``, ``lx-ps``, ``lx-symbols``, ``$lx_current()``) loaded.
 
 Two facts shape it (DESIGN.md). pwntools runs gdb "in a new terminal"; with no
-terminal we give it one: ``gdb_terminal.py`` runs gdb with its standard input
+terminal we give it one: ``terminal.py`` runs gdb with its standard input
 held open and with the venv's packages (rpyc) on gdb's Python path. And each
 API call costs a bridge round trip, so anything done per value or per hit is
 done inside gdb by ``gdb_side.py`` and fetched in one transfer as JSON.
@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import paths
-from .errors import DebuggerError, GuestTimeout
+from .. import paths
+from ..errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 30.0
 BRIDGE_SERVE_S = 0.002    # how long the bridge may hold gdb's main thread per request
 WAIT_POLL_S = 0.02        # how often a wait for the guest checks that gdb and QEMU live
-TERMINAL = paths.PACKAGE_DIR / "gdb_terminal.py"
-GDB_SIDE = paths.PACKAGE_DIR / "gdb_side.py"
+TERMINAL = paths.PACKAGE_DIR / "debug" / "terminal.py"
+GDB_SIDE = paths.PACKAGE_DIR / "debug" / "gdb_side.py"
 
 
 def gdb_init_args(kernel) -> list[str]:
@@ -255,7 +255,7 @@ class Debugger:
         """Let the guest run until it stops (a breakpoint, a watchpoint); return where."""
         return self._go("continue &", timeout, "the guest")
 
-    # -- backwards (a Replay only: lab_vm.replay) ---------------------------------------------
+    # -- backwards (a Replay only: lab_vm.vm.replay) ---------------------------------------------
     def reverse_step(self, timeout: float = 60.0) -> Stop:
         """Go back one instruction."""
         return self._go("reverse-stepi &", timeout, "reverse-stepi")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import VMError
+from ..errors import VMError
 
 LOG = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .errors import CommandFailed, ConfigError
+from ..errors import CommandFailed, ConfigError
 
 LOG = logging.getLogger(__name__)
 

@@ -5,18 +5,24 @@ import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from .errors import LabVMError
+from .. import paths
+from ..errors import LabVMError
 
-APT_PACKAGES = {
-    "qemu-system-x86": "QEMU, to run the lab VM",
-    "linux-source-6.1": "the kernel source the lab kernel is built from",
-    "busybox-static": "the guest's userspace",
-    "gdb": "debugging the guest kernel",
-    "build-essential": "compiling the kernel and modules",
-    "bc": "the kernel build", "bison": "the kernel build", "flex": "the kernel build",
-    "libelf-dev": "the kernel build", "libssl-dev": "the kernel build",
-}
+PACKAGE_LIST = paths.PACKAGE_DIR / "debian-packages.txt"     # scripts/setup reads it too
+
+
+def debian_packages(list_file: Path = PACKAGE_LIST) -> dict[str, tuple[str, str]]:
+    """{package: (tag, what it is for)} from the shared list; tag "" = the lab VM needs it."""
+    packages = {}
+    for line in list_file.read_text().splitlines():
+        text, _, why = line.partition("#")
+        fields = text.split()
+        if fields:
+            tag = fields[1].strip("[]") if len(fields) > 1 else ""
+            packages[fields[0]] = (tag, why.strip())
+    return packages
 
 
 @dataclass
@@ -35,12 +41,13 @@ def _dpkg_installed(package: str) -> bool:
 
 def checks() -> list[Check]:
     results = []
-    missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
+    needed = [p for p, (tag, _) in debian_packages().items() if not tag]
+    missing = [p for p in needed if not _dpkg_installed(p)]
     results.append(Check("debian packages", not missing,
                          "all installed" if not missing else "missing: " + " ".join(missing),
                          "" if not missing else "scripts/setup  (or: sudo apt-get install "
                          + " ".join(missing) + ")"))
-    from .build import initramfs, kernel
+    from ..build import initramfs, kernel
     for label, finder in (("lab kernel", kernel.find_kernel),
                           ("initramfs", initramfs.find_initramfs)):
         try:
@@ -56,8 +63,8 @@ def checks() -> list[Check]:
 
 
 def _qemu_debug_check() -> Check:
-    """QEMU built with debug info: Chapter 1 puts gdb on QEMU itself (lab_vm.qemudebug)."""
-    from .build import qemu
+    """QEMU built with debug info: Chapter 1 puts gdb on QEMU itself (lab_vm.debug.qemu)."""
+    from ..build import qemu
 
     try:
         found = qemu.find_qemu_debug()
@@ -70,7 +77,7 @@ def _gdb_check() -> Check:
     """gdb's embedded Python must import rpyc for pwntools' gdb API (see debug.py)."""
     if shutil.which("gdb") is None:
         return Check("gdb python rpyc", False, "gdb is not installed", "scripts/setup")
-    from .gdbenv import gdb_environment
+    from ..debug.gdbenv import gdb_environment
 
     proc = subprocess.run(["gdb", "-nx", "-batch", "-ex", "python import rpyc"],
                           capture_output=True, text=True, env=gdb_environment(), timeout=60)
@@ -81,15 +88,15 @@ def _gdb_check() -> Check:
 
 
 def _kvm_check(earlier: list[Check]) -> Check:
-    from . import accel
+    from ..vm import accel
 
     problem = accel.kvm_device_problem()
     if problem:
         return Check("kvm", True, f"not usable ({problem}); TCG is used")
     if not all(c.ok for c in earlier if c.name in ("lab kernel", "initramfs")):
         return Check("kvm", True, "/dev/kvm opens; the probe boot needs the kernel built first")
-    from .build import initramfs, kernel
-    from .machine import probe_kvm
+    from ..build import initramfs, kernel
+    from ..vm.machine import probe_kvm
 
     k, i = kernel.find_kernel(), initramfs.find_initramfs()
     chosen, reason = accel.choose(k, i, lambda: probe_kvm(k, i))

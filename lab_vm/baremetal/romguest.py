@@ -11,7 +11,7 @@ which QEMU writes to a file; it ends its report with a line ``done``.
     run = run_rom(rom, accel="kvm", trace=("kvm_run_exit", "memory_region_ops_*"))
     run.values["ident"], run.exits()
 
-For host gdb on QEMU (``lab_vm.qemudebug``) start it paused: the ROM's first
+For host gdb on QEMU (``lab_vm.debug.qemu``) start it paused: the ROM's first
 instruction waits until :meth:`RomGuest.unpause`, which QemuDebugger.catch calls
 once its breakpoint is set. Like LabVM, a RomGuest is a context manager that ends
 its QEMU on every path.
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .build.rom import Rom
-from .errors import ConfigError, GuestTimeout, QEMUExited, VMError
-from .machine import _die_with_parent
+from ..build.rom import Rom
+from ..errors import ConfigError, GuestTimeout, QEMUExited, VMError
+from ..vm.machine import _die_with_parent
 from .tinyvmm import EXIT_REASONS, kvm_problem
-from .trace import parse as parse_trace
+from ..vm.trace import parse as parse_trace
 
 LOG = logging.getLogger(__name__)
 

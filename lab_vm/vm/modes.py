@@ -3,8 +3,8 @@
 LabVM asks its mode for everything that differs between the three — the initrd, extra QEMU
 and kernel arguments, the agent's channel, what happens once the guest is ready, the order of
 shutdown, what is kept after QEMU quit — instead of testing a flag in each place. A normal
-run is :class:`Mode`; ``lab_vm.recording`` has :class:`~lab_vm.recording.RecordMode` and
-:class:`~lab_vm.recording.ReplayMode`.
+run is :class:`Mode`; ``lab_vm.vm.recording`` has :class:`~lab_vm.vm.recording.RecordMode` and
+:class:`~lab_vm.vm.recording.ReplayMode`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .channel import Channel
-from .errors import GuestTimeout
+from ..errors import GuestTimeout
 
 # The host's share in the guest (LabVM(share=DIR)): a 9p export mounted here.
 SHARE_TAG = "vmexit"

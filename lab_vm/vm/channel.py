@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .errors import CommandFailed, GuestTimeout, VMError
+from ..errors import CommandFailed, GuestTimeout, VMError
 
 LOG = logging.getLogger(__name__)
 

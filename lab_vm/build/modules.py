@@ -9,8 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build.kernel import Kernel, find_kernel
-from .errors import ConfigError, ModuleBuildError
+from .kernel import Kernel, find_kernel
+from ..errors import ConfigError, ModuleBuildError
 
 LOG = logging.getLogger(__name__)
 # gcc's "file:line:col: error: message" and the linker's/modpost's "ERROR: ..." lines.

@@ -22,8 +22,10 @@ def _die_with_parent() -> None:
 
 
 def main() -> int:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from lab_vm.gdbenv import gdb_environment
+    # Run as a script, Python puts this file's folder first on sys.path, where debug/qemu.py
+    # would hide the qemu.qmp package: the folder that holds lab_vm takes its place.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from lab_vm.debug.gdbenv import gdb_environment
 
     parent = os.getppid()
     read_end, _write_end = os.pipe()   # the write end stays open for gdb's whole life

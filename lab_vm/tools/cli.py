@@ -8,8 +8,8 @@ import shlex
 import signal
 import sys
 
-from .errors import LabVMError
-from .modes import SHARE_MOUNT
+from ..errors import LabVMError
+from ..vm.modes import SHARE_MOUNT
 
 
 def guest_command(words: list[str]) -> str:
@@ -27,13 +27,13 @@ def guest_command(words: list[str]) -> str:
 
 
 def cmd_build(args) -> int:
-    from .build import initramfs, kernel
+    from ..build import initramfs, kernel
 
     if args.what == "qemu-debug":
         import subprocess
 
-        from . import paths
-        from .build import qemu
+        from .. import paths
+        from ..build import qemu
 
         # deb-src entry + build deps (root, apt): a script, so that it can be read first
         setup = paths.PACKAGE_DIR.parent / "scripts" / "setup-qemu-debug"
@@ -53,7 +53,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .machine import LabVM
+    from ..vm.machine import LabVM
 
     command = guest_command(args.command)
     with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_shell(args) -> int:
-    from .machine import LabVM
+    from ..vm.machine import LabVM
 
     vm = LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
                devices=args.device)
@@ -78,9 +78,9 @@ def cmd_gdb(args) -> int:
     import signal
     import subprocess
 
-    from .debug import gdb_init_args
-    from .gdbenv import gdb_environment
-    from .machine import LabVM
+    from ..debug.guest import gdb_init_args
+    from ..debug.gdbenv import gdb_environment
+    from ..vm.machine import LabVM
 
     with LabVM(accel=args.accel, memory=args.memory, cpus=args.cpus, share=args.share,
                devices=args.device, cold_boot=args.cold) as vm:
@@ -116,7 +116,7 @@ def cmd_gdb(args) -> int:
 
 def cmd_record(args) -> int:
     """Boot a recorded VM, run the command in it, keep the recording in the output folder."""
-    from .machine import LabVM
+    from ..vm.machine import LabVM
 
     command = guest_command(args.command)
     with LabVM(memory=args.memory, cpus=args.cpus, share=args.share, record=args.output) as vm:
@@ -134,9 +134,9 @@ def cmd_replay(args) -> int:
     import signal
     import subprocess
 
-    from .debug import gdb_init_args
-    from .gdbenv import gdb_environment
-    from .replay import Replay
+    from ..debug.guest import gdb_init_args
+    from ..debug.gdbenv import gdb_environment
+    from ..vm.replay import Replay
 
     with Replay(args.recording) as rp:
         cmd = ["gdb", *gdb_init_args(rp.kernel), "-ex",
@@ -151,7 +151,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_module(args) -> int:
-    from .modules import build_module
+    from ..build.modules import build_module
 
     result = build_module(args.directory)
     for warning in result.warnings:
@@ -165,9 +165,9 @@ def cmd_check(args) -> int:
     """Build the working copy, run the lab's tests in a fresh VM; exit 0 only with full marks."""
     from pathlib import Path
 
-    from .grading.lab import load_lab
-    from .grading.results import format_report
-    from .grading.runner import check
+    from ..grading.lab import load_lab
+    from ..grading.results import format_report
+    from ..grading.runner import check
 
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()
@@ -202,8 +202,8 @@ def cmd_pack(args) -> int:
     """Check the working copy builds and is not the skeleton; write the archive to hand in."""
     from pathlib import Path
 
-    from .grading.lab import load_lab
-    from .grading.pack import pack
+    from ..grading.lab import load_lab
+    from ..grading.pack import pack
 
     lab = load_lab(args.lab)
     tree = Path(args.dir) if args.dir else lab.default_workdir()

@@ -1,6 +1,6 @@
 """Debug QEMU itself: host gdb on a LabVM's QEMU process, scripted through pwntools, headless.
 
-Where ``lab_vm.debug`` puts gdb on the *guest kernel* (through QEMU's gdbstub),
+Where ``lab_vm.debug.guest`` puts gdb on the *guest kernel* (through QEMU's gdbstub),
 this puts gdb on the *QEMU process* (ptrace), to see how QEMU handles what the
 guest does: ``break edu_mmio_read``, run a guest command that reads the edu
 device's register, and get the host call stack from the vCPU thread down to the
@@ -8,7 +8,7 @@ device model. Use a debug QEMU (``lab_vm.build.qemu``) for complete frames.
 
 It is the same pwntools/gdb machinery as the guest debugger — the same headless
 terminal wrapper, the same ``gdb_side.py`` sourced into gdb for one-round-trip
-backtraces — so :class:`QemuDebugger` is a :class:`~lab_vm.debug.Debugger` that
+backtraces — so :class:`QemuDebugger` is a :class:`~lab_vm.debug.guest.Debugger` that
 attaches differently.
 
 One fact shapes its use: while gdb holds QEMU stopped, the *whole* VM is frozen
@@ -16,8 +16,8 @@ One fact shapes its use: while gdb holds QEMU stopped, the *whole* VM is frozen
 *before* the debugger lets QEMU run (its request waits in the socket buffer),
 and only then does the host wait for the breakpoint (:meth:`QemuDebugger.catch`).
 
-The VM is a :class:`~lab_vm.machine.LabVM` (Linux, a guest command triggers the
-access) or a :class:`~lab_vm.romguest.RomGuest` started paused (a bare-metal ROM,
+The VM is a :class:`~lab_vm.vm.machine.LabVM` (Linux, a guest command triggers the
+access) or a :class:`~lab_vm.baremetal.romguest.RomGuest` started paused (a bare-metal ROM,
 which runs from its reset vector once unpaused: the way to watch QEMU's KVM path
 where Linux cannot boot under KVM).
 """
@@ -30,9 +30,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .channel import Job, Result
-from .debug import GDB_SIDE, TERMINAL, Debugger, Stop
-from .errors import DebuggerError, GuestTimeout
+from ..vm.channel import Job, Result
+from .guest import GDB_SIDE, TERMINAL, Debugger, Stop
+from ..errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 60.0      # gdb reads the debug QEMU's symbols first (a 44 MB binary)
