@@ -49,7 +49,7 @@ def boot_profile(top: int = 8) -> dict:
     with LabVM(cold_boot=True, append="initcall_debug ignore_loglevel", name="bench-profile") \
             as vm:
         vm.ping()
-        console = vm.console_log()
+        console = vm.console_log
     calls = sorted(((int(us), fn) for fn, us in initcall.findall(console)), reverse=True)
     smpboot = userspace = None
     for line in console.splitlines():
