@@ -214,18 +214,24 @@ def _plain_gdb_rate(vm, samples: int, timeout: float = 120.0) -> float:
     cmd = ["gdb", "-batch", *gdb_init_args(vm.kernel), "-ex",
            f"target remote 127.0.0.1:{vm.enable_gdbstub()}", "-ex", f"python {script}",
            "-ex", "detach", str(vm.kernel.vmlinux)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        # QEMU keeps a dead gdb's breakpoints, and the guest would stop at each hit: a
+        # detach ("D") from a raw client takes them all out.
+        _RemoteProtocol(vm.enable_gdbstub(), timeout=10).close()
         raise GuestTimeout(f"plain gdb: {samples} hits of ksys_read not done in {timeout:g} s",
-                           output=vm.console_log) from exc
+                           command=cmd, output=vm.console_log) from None
     finally:
-        vm.resume_if_paused()       # a gdb that died mid-way leaves the guest stopped
-    if "RATE" not in proc.stdout:
+        vm.resume_if_paused()       # detaching leaves QEMU 7.2's guest stopped
+    if "RATE" not in out:
         raise DebuggerError(f"plain gdb printed no rate (status {proc.returncode}): "
-                            f"{(proc.stderr or proc.stdout)[-500:]}", command=cmd)
-    return float(proc.stdout.split("RATE", 1)[1].split()[0])
+                            f"{(err or out)[-500:]}", command=cmd)
+    return float(out.split("RATE", 1)[1].split()[0])
 
 
 class _RemoteProtocol:
@@ -253,10 +259,14 @@ class _RemoteProtocol:
         except TimeoutError:
             pass                             # the guest was stopped already: nothing sent
         self.sock.settimeout(timeout)
-        self.request(b"qSupported:swbreak+")
-        if self.request(b"QStartNoAckMode") == b"OK":
-            self.acks = False
-            self._ack = b""
+        try:
+            self.request(b"qSupported:swbreak+")
+            if self.request(b"QStartNoAckMode") == b"OK":
+                self.acks = False
+                self._ack = b""
+        except BaseException:
+            self.sock.close()
+            raise
 
     def _read_packet(self) -> bytes:
         while True:
