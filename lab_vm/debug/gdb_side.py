@@ -160,7 +160,7 @@ def bridge_on_demand(serve_s):
     def wait_for_request(conn):
         try:
             conn._channel.poll(0.5)      # at most 0.5 s: serve_all then sees a closed socket
-        except Exception:  # noqa: BLE001 - closed: serve_all's next window raises and ends
+        except Exception:   # closed: serve_all's next window raises and ends
             pass
         return 0
 
