@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -391,10 +392,20 @@ def replay_figures(runs: int = 3) -> dict:
 
 
 def run(what: str = "vm", *, boots: int = 5, roundtrips: int = 200) -> dict:
+    """The figures of one benchmark, with the host's load average before and after it:
+    on a shared host, a figure means little without the load it was measured under."""
+    before = os.getloadavg()[0]
     if what == "gdb":
-        return gdb_figures()
-    if what == "replay":
-        return replay_figures()
+        figures = gdb_figures()
+    elif what == "replay":
+        figures = replay_figures()
+    else:
+        figures = _vm_figures(boots=boots, roundtrips=roundtrips)
+    figures["host_load_1min"] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    return figures
+
+
+def _vm_figures(*, boots: int, roundtrips: int) -> dict:
     figures: dict = {}
     figures["kernel_build_cached_s"] = round(_cached_build_s(), 3)
     boot, accel = _median_boot(boots)
