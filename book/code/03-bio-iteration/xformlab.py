@@ -16,6 +16,7 @@ from pathlib import Path
 from lab_vm.build.initramfs import build_static
 from lab_vm.vm.channel import Result
 from lab_vm.build.modules import build_variant
+from lab_vm.vm.modes import SHARE_MOUNT
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -145,8 +146,8 @@ def bio_kprobe(dbg, function: str = "submit_bio_noacct") -> str:
 # A recorded VM (lab_vm.vm.replay) has one CPU and gets its files from a share copied in at start:
 # the share is the folder build_drivers() and build_blkstress() built into, so the guest finds
 # blkstress and both modules under /mnt/share.
-SHARED_MODULE = "/mnt/share/{variant}/xform.ko"
-SHARED_BLKSTRESS = "/mnt/share/blkstress"
+SHARED_MODULE = SHARE_MOUNT + "/{variant}/xform.ko"
+SHARED_BLKSTRESS = SHARE_MOUNT + "/blkstress"
 # null_blk ending each request from a timer (irqmode=2) a while after issuing it, as a disk ends
 # it from an interrupt; the default ends it at once, in the task that issued it (on one CPU, and
 # on two with null_blk's default poll_queues=1: COMPLETION_MODES).
