@@ -239,7 +239,7 @@ class _RemoteProtocol:
     """Just enough of gdb's remote serial protocol to set a breakpoint and run to it.
 
     The benchmark's ceiling: what QEMU's gdbstub allows with no debugger in between.
-    Every read waits at most ``timeout`` seconds, then raises TimeoutError.
+    Every answer is waited for at most ``timeout`` seconds, then GuestTimeout.
     """
 
     def __init__(self, port: int, timeout: float = 30.0):
@@ -262,7 +262,7 @@ class _RemoteProtocol:
         self.sock.settimeout(timeout)
         try:
             self.request(b"qSupported:swbreak+")
-            if self.request(b"QStartNoAckMode") == b"OK":
+            if self.request(b"QStartNoAckMode") == b"OK":   # QEMU 7.2 does not: acks stay on
                 self.acks = False
                 self._ack = b""
         except BaseException:
