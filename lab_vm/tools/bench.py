@@ -138,10 +138,10 @@ def virtme_ng(runs: int = 1) -> tuple[float | None, str]:
 
 def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
                 timeout: float = 120.0) -> dict:
-    """Bulk sampling inside gdb beside the gdbstub's ceiling and a naive pwntools loop,
-    on the same VM and function (``ksys_read`` under a ``dd bs=1`` load).
+    """Bulk sampling inside gdb beside the gdbstub's ceiling, a plain batch gdb and a naive
+    pwntools loop, on the same VM and function (``ksys_read`` under a ``dd bs=1`` load).
 
-    ``sample()`` and the raw remote-protocol client take turns, ``rounds`` times,
+    ``sample()`` and the raw remote-protocol client (and plain gdb) take turns, ``rounds`` times,
     ``samples / rounds`` hits each: on a host shared with other work the speed changes
     within seconds, and both sides of a ratio must see the same host. (QEMU's gdbstub
     serves one client: gdb disconnects while the raw client runs, then reconnects.) Each
@@ -153,19 +153,31 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
         # One read syscall per byte keeps ksys_read hot for every measurement.
         load = vm.start("dd if=/dev/zero of=/dev/null bs=1 count=1000000000")
         port = vm.enable_gdbstub()
-        bulk, raw = [], []
+        bulk, raw, plain = [], [], []
         with vm.debugger(timeout=timeout) as dbg:
             figures["attach_s"] = round(dbg.attach_time, 3)
-            for _ in range(rounds):
+
+            def measure_without_us():          # the raw client, then a plain gdb
                 dbg.execute("disconnect")
                 vm.resume_if_paused()           # disconnecting leaves the guest stopped
                 raw.append(_step("raw gdbstub client",
                                  lambda: _raw_gdbstub_rate(vm, per_round, timeout)))
+                plain.append(_step("plain gdb",
+                                   lambda: _plain_gdb_rate(vm, per_round, timeout)))
                 dbg.execute(f"target remote 127.0.0.1:{port}")
+
+            def measure_sample():
                 start = time.monotonic()
                 records = _step("sample()", lambda: dbg.sample(
                     "ksys_read", ["count"], count=per_round, timeout=timeout))
                 bulk.append(len(records) / (time.monotonic() - start))
+
+            for i in range(rounds):
+                # Which goes first alternates: a load that rises (or falls) during the run
+                # would otherwise always favour the same side.
+                for measure in ((measure_without_us, measure_sample) if i % 2 == 0
+                                else (measure_sample, measure_without_us)):
+                    measure()
             bp = dbg.break_at("ksys_read")
             start = time.monotonic()
             for _ in range(naive_hits):
@@ -173,7 +185,6 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
                 dbg.evaluate("count")
             naive = naive_hits / (time.monotonic() - start)
             dbg.delete(bp)
-        plain = _step("plain gdb", lambda: _plain_gdb_rate(vm, per_round, timeout))
         load.kill()
         # ftrace beside it: the same function, counted inside the guest by a kprobe event
         kprobe = _step("kprobe event", lambda: _kprobe_rate(vm, timeout=timeout))
@@ -185,7 +196,9 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
     # the median of each round's ratio: both sides of a round saw the same host
     figures["sample_vs_ceiling"] = round(med(ratios), 2)
     figures["sample_vs_ceiling_rounds"] = [round(x, 2) for x in ratios]
-    figures["plain_gdb_hits_per_s"] = round(plain, 1)
+    figures["plain_gdb_hits_per_s"] = round(med(plain), 1)
+    # what the pwntools path costs over gdb alone (the same sampler, in a batch gdb)
+    figures["sample_vs_plain_gdb"] = round(med(b / p for b, p in zip(bulk, plain)), 2)
     figures["kprobe_events_per_s"] = round(kprobe, 0)
     figures["kprobe_vs_sample_ratio"] = round(kprobe / med(bulk), 0)
     figures["naive_hits_per_s"] = round(naive, 2)
