@@ -79,27 +79,35 @@ def test_pack_takes_only_the_sources_and_lists_them(handout):
         (handout / "out/hand-in.tar.gz").read_bytes()          # reproducible
 
 
-@needs_kvm
-def test_the_packed_archive_grades_as_the_working_copy(handout, tmp_path):
-    # Half the work done: TODOs 1-7 solved, the divisor latch (8, 9) not yet.
-    lab = load_lab(UART)
-    (handout / "uart.py").write_text(skeleton_files(lab, reveal=7)["uart.py"])
+def grade_copy_and_archive(lab_name: str, handout: Path, tmp_path: Path, *,
+                           timeout: float) -> dict[str, dict]:
+    """Pack ``handout``, grade the working copy and the archive side by side with scripts/grade:
+    the grade sheet's rows, by student ("copy", "packed")."""
     packed = pack(load_lab(handout), handout, tmp_path / "packed.tar.gz")
     subs = tmp_path / "submissions"
     subs.mkdir()
     shutil.copytree(handout, subs / "copy")
     shutil.copy(packed.archive, subs / "packed.tar.gz")
     out = tmp_path / "results"
+    # short: QEMU's unix sockets live in TMPDIR, and a socket path has at most 107 bytes
     tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
     try:
-        proc = subprocess.run([REPO / "scripts" / "grade", "01-uart", subs, "--out", out],
-                              capture_output=True, text=True, timeout=900,
+        proc = subprocess.run([REPO / "scripts" / "grade", lab_name, subs, "--out", out],
+                              capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "TMPDIR": str(tmp)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     with open(out / "grades.csv") as f:
-        rows = {row.pop("student"): row for row in csv.DictReader(f)}
+        return {row.pop("student"): row for row in csv.DictReader(f)}
+
+
+@needs_kvm
+def test_the_packed_archive_grades_as_the_working_copy(handout, tmp_path):
+    # Half the work done: TODOs 1-7 solved, the divisor latch (8, 9) not yet.
+    lab = load_lab(UART)
+    (handout / "uart.py").write_text(skeleton_files(lab, reveal=7)["uart.py"])
+    rows = grade_copy_and_archive("01-uart", handout, tmp_path, timeout=900)
     assert rows["copy"] == rows["packed"]
     assert rows["copy"]["verdict"] == "ok" and rows["copy"]["divisor_latch"] == "0"
     assert 0 < int(rows["copy"]["total"]) < int(rows["copy"]["max"])
@@ -147,22 +155,7 @@ def test_a_packed_module_lab_grades_as_its_working_copy(built, tmp_path):
     lab = load_lab(EDU)
     handout = make_handout(lab, tmp_path / "handout").folder
     (handout / "edu.c").write_text(skeleton_files(lab, reveal=5)["edu.c"])
-    packed = pack(load_lab(handout), handout, tmp_path / "packed.tar.gz")
-    subs = tmp_path / "submissions"
-    subs.mkdir()
-    shutil.copytree(handout, subs / "copy")
-    shutil.copy(packed.archive, subs / "packed.tar.gz")
-    out = tmp_path / "results"
-    tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
-    try:
-        proc = subprocess.run([REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out],
-                              capture_output=True, text=True, timeout=1200,
-                              env={**os.environ, "TMPDIR": str(tmp)})
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert proc.returncode == 0, proc.stderr
-    with open(out / "grades.csv") as f:
-        rows = {row.pop("student"): row for row in csv.DictReader(f)}
+    rows = grade_copy_and_archive("02-edu-driver", handout, tmp_path, timeout=1200)
     assert rows["copy"] == rows["packed"]
     assert rows["copy"]["verdict"] == "ok" and 0 < int(rows["copy"]["total"]) < 120
 

@@ -97,6 +97,25 @@ def test_values_the_vmm_answers_come_back_out():
 
 
 @needs_kvm
+@pytest.mark.parametrize("port", [DEMO_PORT, None], ids=["in", "mmio-read"])
+def test_a_device_that_raises_reaches_the_caller_and_the_vm_still_closes(port):
+    class Broken(Exception):
+        pass
+
+    def device(exit: Exit) -> int:
+        if port is None and exit.reason == "KVM_EXIT_MMIO" or exit.port == port:
+            raise Broken(exit.reason)
+        return 0x5A
+
+    vm = TinyVM(on_read=device)
+    with pytest.raises(Broken) as info, vm:       # not a BufferError from close()
+        vm.load(DEMO_PROGRAM)
+        vm.run()
+    assert vm._mem is None and vm._run_map is None and vm._vcpu_fd == -1
+    del info                                       # the traceback's ctypes views go with it
+
+
+@needs_kvm
 def test_step_runs_to_one_exit_at_a_time():
     with TinyVM() as vm:
         vm.load(DEMO_PROGRAM)

@@ -340,8 +340,13 @@ class TinyVM:
         for name in ("_run_map", "_mem"):
             mapping = getattr(self, name)
             if mapping is not None:
-                mapping.close()
                 setattr(self, name, None)
+                try:
+                    mapping.close()
+                except BufferError:
+                    # A ctypes view into it is still alive: the traceback of an on_read that
+                    # raised holds _decode's frame. The mapping goes with the last view.
+                    pass
 
     def load(self, code: bytes, at: int = 0x1000) -> None:
         """Copy ``code`` to guest-physical ``at``; reset the vCPU to real mode at CS:IP = 0:at."""

@@ -136,7 +136,7 @@ def parse_graph(text: str) -> list[GraphLine]:
 
 
 @dataclass
-class Session:
+class Capture:
     """The result of one ``with vm.ftrace(...)`` block (filled in when the block ends)."""
 
     text: str = ""                              # the raw ``trace`` file
@@ -181,7 +181,7 @@ class Ftrace:
         self.buffer_kb = buffer_kb
         self.clock = clock
         self.timeout = timeout
-        self.session = Session()
+        self.capture = Capture()
 
     def _event_dirs(self) -> list[str]:
         dirs = []
@@ -219,14 +219,14 @@ class Ftrace:
         lines += ["echo > trace", "echo 1 > tracing_on"]
         self._sh("\n".join(lines), "set-up")
 
-    def stop(self) -> Session:
+    def stop(self) -> Capture:
         lines = [f"cd {TRACEFS}", "echo 0 > tracing_on", "cat trace"]
         text = self._sh("\n".join(lines), "read-out")
-        self.session.text = text
-        self.session.overrun = "# entries-in-buffer" in text and _lost(text)
-        self.session.records = parse_records(text) if self.tracer != "function_graph" else []
-        self.session.graph = parse_graph(text) if self.tracer == "function_graph" else []
-        return self.session
+        self.capture.text = text
+        self.capture.overrun = "# entries-in-buffer" in text and _lost(text)
+        self.capture.records = parse_records(text) if self.tracer != "function_graph" else []
+        self.capture.graph = parse_graph(text) if self.tracer == "function_graph" else []
+        return self.capture
 
     def cleanup(self) -> None:
         """Leave tracefs as the guest booted it (best effort: the guest may be gone)."""

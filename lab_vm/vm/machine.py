@@ -712,7 +712,7 @@ class LabVM:
                          timeout=timeout)
         tracer_.start()
         try:
-            yield tracer_.session
+            yield tracer_.capture
             tracer_.stop()
         finally:
             tracer_.cleanup()

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import math
 
+from lab_vm.errors import VMError
 from lab_vm.grading import assert_lines_match, expect, fail, test
-
-VENDOR, DEVICE = "0x1234", "0x11e8"
-FIND_DEVICE = ("for d in /sys/bus/pci/devices/*; do "
-               f'[ "$(cat $d/vendor)" = {VENDOR} ] && [ "$(cat $d/device)" = {DEVICE} ] '
-               "&& echo $d; done")
+from lab_vm.vm import pci
 
 
 def edu_device(t) -> str:
     """The sysfs folder of the VM's edu device, bound to a driver or not."""
-    found = t.sh(FIND_DEVICE).text.split()
-    if not found:
-        fail("the VM has no edu device (1234:11e8)",
+    try:
+        return pci.device_path(pci.find_device(t.vm, *pci.EDU))
+    except VMError as exc:
+        fail(f"the VM has no edu device (1234:11e8): {exc}",
              "this is a problem of the lab set-up, not of your driver: tell the instructor")
-    return found[0]
 
 
 def load_and_find(t, attribute: str) -> str:
