@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lab_vm.errors import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 KCONFIG_DIR = PACKAGE_DIR / "kconfig"
 GUEST_DIR = PACKAGE_DIR / "guest"
@@ -20,3 +22,13 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "vmexit"
+
+
+def checkout_dir() -> Path:
+    """The checkout lab_vm runs from (it is installed editable: /opt/vmexit in the image), so a
+    chapter finds its book/code/ folder and labs/ wherever the reader's notebook lives."""
+    root = PACKAGE_DIR.parent
+    if not (root / "pyproject.toml").is_file():
+        raise ConfigError(f"lab_vm runs from {PACKAGE_DIR}, not from a vmexit checkout: "
+                         "install it editable (pip install -e CHECKOUT)")
+    return root

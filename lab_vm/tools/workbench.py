@@ -45,7 +45,7 @@ class Change:
 
 def source_dir() -> Path:
     """The tracked notebooks: ``notebooks/`` of the checkout lab_vm was installed from."""
-    return paths.PACKAGE_DIR.parent / "notebooks"
+    return paths.checkout_dir() / "notebooks"
 
 
 def _digest(path: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -53,6 +54,19 @@ class Result:
     def output(self) -> str:
         """stdout then stderr as text, for messages."""
         return (self.stdout + self.stderr).decode(errors="replace")
+
+    def key_values(self) -> dict[str, float]:
+        """The ``name=number`` pairs of stdout (key_values())."""
+        return key_values(self.text)
+
+
+KEY_VALUE_RE = re.compile(r"(\w+)=(-?\d+(?:\.\d+)?)")
+
+
+def key_values(text: str) -> dict[str, float]:
+    """The ``name=number`` pairs a guest program prints as its summary (blkstress's
+    ``writes=40 reads=40 bad_reads=0 …``), as floats; a later pair of a name wins."""
+    return {k: float(v) for k, v in KEY_VALUE_RE.findall(text)}
 
 
 @dataclass

@@ -1,14 +1,12 @@
-"""Helpers for chapter 1: source excerpts read from the trees, backtraces side by side, figures.
+"""Helpers for chapter 1: source excerpts read from the trees, figures.
 
 Nothing here talks to a VM: the chapter's cells capture the data (lab_vm) and hand it here
 to be shown.
 """
 from __future__ import annotations
 
-import difflib
 import re
 import textwrap
-from html import escape
 from pathlib import Path
 
 from lab_vm.tools.diagram import dot, label
@@ -70,61 +68,11 @@ def rst_note(path: Path, containing: str) -> str:
     raise LookupError(f"no note containing {containing!r} in {path}")
 
 
-# --- tables -------------------------------------------------------------------------------------
-
-
-def html_table(header, rows) -> str:
-    """A plain HTML table; only its last column wraps."""
-    def cells(tag, values):
-        last = len(values) - 1
-        return "".join(
-            f'<{tag} style="padding: 1px 10px; text-align: left; vertical-align: top;'
-            f'{"" if i == last else " white-space: nowrap"}">{v}</{tag}>'
-            for i, v in enumerate(values))
-
-    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
-    return f"<table><tr>{cells('th', header)}</tr>{body}</table>"
+# --- figures ------------------------------------------------------------------------------------
 
 
 def functions(frames: list[dict]) -> list[str]:
     return [f["function"] or "??" for f in frames]
-
-
-def align(left: list[str], right: list[str]) -> list[tuple[str | None, str | None]]:
-    """Pairs of frames, innermost first: equal runs side by side, the rest opposite a gap."""
-    rows = []
-    matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)
-    for op, a0, a1, b0, b1 in matcher.get_opcodes():
-        if op == "equal":
-            rows += list(zip(left[a0:a1], right[b0:b1]))
-        else:
-            rows += [(f, None) for f in left[a0:a1]] + [(None, f) for f in right[b0:b1]]
-    return rows
-
-
-def side_by_side(frames_a: list[dict], frames_b: list[dict], titles: tuple[str, str]) -> str:
-    """Two backtraces as one HTML table; frames only one of them has are marked."""
-    def cell(name, frames):
-        if name is None:
-            return ""
-        f = next(f for f in frames if (f["function"] or "??") == name)
-        where = f"{Path(f['file']).name}:{f['line']}" if f.get("file") else ""
-        return f"<code>{escape(name)}</code> <small>{escape(where)}</small>"
-
-    rows = []
-    for a, b in align(functions(frames_a), functions(frames_b)):
-        differs = a is None or b is None
-        mark = "◀ differs ▶" if differs else "same"
-        style = ' style="background: #fff3cd"' if differs else ""
-        rows.append(f"<tr{style}><td style='padding: 1px 10px'>{cell(a, frames_a)}</td>"
-                    f"<td style='padding: 1px 10px; text-align: center'><small>{mark}</small></td>"
-                    f"<td style='padding: 1px 10px'>{cell(b, frames_b)}</td></tr>")
-    head = (f"<tr><th style='padding: 1px 10px'>{escape(titles[0])}</th><th></th>"
-            f"<th style='padding: 1px 10px'>{escape(titles[1])}</th></tr>")
-    return "<table>" + head + "".join(rows) + "</table>"
-
-
-# --- figures ------------------------------------------------------------------------------------
 
 
 def exit_path_figure(tcg: list[dict], kvm: list[dict] | None, device: str = "edu_mmio_read"):

@@ -13,8 +13,6 @@ Run it with ``lab-vm check labs/03-stacking-blockdev`` (or ``lab-vm check .`` in
 """
 from __future__ import annotations
 
-import re
-
 from lab_vm.grading import expect, fail, test
 
 KEY = 0x5EED                     # xform's default key
@@ -47,10 +45,6 @@ def load(t, lower: str = LOWER, *params: str) -> None:
            "keep the given xform_init(): it adds the disk xform0")
 
 
-def stats(output: str) -> dict[str, float]:
-    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", output)}
-
-
 def blkstress(t, mode: str, device: str, args: str, *, timeout: float | None = None,
               fix: str = "") -> dict[str, float]:
     """Run the helper; an I/O error or wrong data fails the test with its report."""
@@ -64,7 +58,7 @@ def blkstress(t, mode: str, device: str, args: str, *, timeout: float | None = N
     if result.status != 0:
         fail(f"`blkstress {mode} {device} {args}` found wrong data "
              f"(status {result.status}):\n{result.output.strip()[:1500]}", fix)
-    return stats(result.text)
+    return result.key_values()          # blkstress's summary: writes=… reads=… bad_reads=…
 
 
 def no_trouble(t) -> None:
