@@ -144,3 +144,25 @@ def sampler_take(number):
         gdb.execute("set %s %s" % (ALWAYS_INSERTED,
                                     "on" if _saved_always_inserted.pop() else "off"))
     return json.dumps(records)
+
+
+def bridge_on_demand(serve_s):
+    """Let pwntools' bridge take gdb's main thread only when the host has sent something.
+
+    The bridge (gdb_api_bridge.py, sourced after this file) serves the host on gdb's main
+    thread, in windows of SERVE_TIME seconds, one every IDLE_TIME seconds, whether or not a
+    request is waiting; gdb handles no breakpoint hit during a window. Here the pause between
+    windows instead waits on the bridge's own thread for the host's next request: no idle
+    windows while a sampler runs, and a request is served as soon as it arrives.
+    """
+    import __main__
+
+    def wait_for_request(conn):
+        try:
+            conn._channel.poll(0.5)      # at most 0.5 s: serve_all then sees a closed socket
+        except Exception:   # closed: serve_all's next window raises and ends
+            pass
+        return 0
+
+    __main__.GdbConnection.IDLE_TIME = property(wait_for_request)
+    __main__.GdbConnection.SERVE_TIME = serve_s

@@ -26,8 +26,8 @@ from ..errors import DebuggerError, GuestTimeout
 
 LOG = logging.getLogger(__name__)
 ATTACH_TIMEOUT = 30.0
-BRIDGE_SERVE_S = 0.002    # how long the bridge may hold gdb's main thread per round ...
-BRIDGE_IDLE_S = 0.02      # ... and how long it leaves gdb alone between rounds
+BRIDGE_SERVE_S = 0.002    # how long the bridge may hold gdb's main thread per request
+WAIT_POLL_S = 0.02        # how often a wait for the guest checks that gdb and QEMU live
 TERMINAL = paths.PACKAGE_DIR / "debug" / "terminal.py"
 GDB_SIDE = paths.PACKAGE_DIR / "debug" / "gdb_side.py"
 
@@ -89,9 +89,8 @@ class Debugger:
                              self.timeout, "gdb did not finish loading vmlinux")
             # pwntools' bridge serves our requests *on gdb's main thread* for 0.1 s out of
             # every 0.2 s, and gdb handles no breakpoint meanwhile: bulk sampling ran at 18
-            # hits/s. Short windows keep gdb free; requests wait at most ~25 ms.
-            self.execute(f"python GdbConnection.SERVE_TIME = {BRIDGE_SERVE_S}; "
-                         f"GdbConnection.IDLE_TIME = {BRIDGE_IDLE_S}")
+            # hits/s. It now takes gdb's thread only when a request is waiting, and briefly.
+            self.execute(f"python bridge_on_demand({BRIDGE_SERVE_S})")
             # Fails loudly if the kernel's gdb scripts did not load (and, unlike running
             # lx-version, works before the kernel is in memory: gdb_wait, replays).
             self.execute("help lx-version")
@@ -344,11 +343,13 @@ class Debugger:
             if time.monotonic() > deadline:
                 raise GuestTimeout(message, output=self.vm.console_log)
             # Serve gdb's callbacks (the stop event) here instead of leaving them to
-            # pwntools' background thread, which looks only every 0.1 s.
+            # pwntools' background thread, which looks only every 0.1 s. serve() returns as
+            # soon as a callback arrives: a longer wait costs no latency, and polls less
+            # (host CPU taken from QEMU and gdb while a sampler runs).
             try:
-                self._gdb.conn.serve(0.002)
+                self._gdb.conn.serve(WAIT_POLL_S)
             except Exception:   # closed connection: the liveness check above will say so
-                time.sleep(0.002)
+                time.sleep(WAIT_POLL_S)
 
     # -- bulk sampling --------------------------------------------------------------------
     def sample(self, location: str, expressions: Sequence[str] = (), *, count: int = 100,

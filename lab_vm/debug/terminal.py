@@ -35,10 +35,14 @@ def main() -> int:
 
     def stop(*_):
         gdb.kill()
+        # Reap it here: no <defunct> gdb left for init to find. Not with gdb.wait(): the
+        # main thread's gdb.wait() below holds Popen's wait lock, so a second wait() only
+        # spins until its timeout (every debugger's close took 2 s).
         try:
-            gdb.wait(timeout=2)      # reap it here: no <defunct> gdb left for init to find
-        finally:
-            os._exit(1)
+            os.waitpid(gdb.pid, 0)
+        except ChildProcessError:    # the other wait reaped it first
+            pass
+        os._exit(1)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the notebook, not gdb

@@ -6,7 +6,7 @@
  * PCI bus 0 through the legacy configuration ports 0xCF8/0xCFC, puts BAR 0 at EDU_BAR and
  * switches on memory decoding. Then it enters 32-bit protected mode (flat segments, no
  * paging) to reach EDU_BAR above 1 MiB, and reads and writes edu's registers
- * (QEMU's docs/specs/edu.rst). It reports on isa-debugcon (port 0xE9) as one line of
+ * (QEMU's docs/specs/edu.txt). It reports on isa-debugcon (port 0xE9) as one line of
  * key=hex pairs, prints "done", and halts with interrupts off, for good.
  *
  * Under KVM every `in`/`out` is a KVM_EXIT_IO and every edu access a KVM_EXIT_MMIO; nothing

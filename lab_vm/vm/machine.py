@@ -53,7 +53,9 @@ FIRMWARE = {"qboot": "/usr/share/qemu/qboot.rom", "seabios": None}
 BASE_CMDLINE = ("console=ttyS0 nokaslr oops=panic panic=-1 quiet acpi=off "
                 "tsc=reliable no_timer_check")
 PANIC_RE = re.compile(rb"Kernel panic - not syncing[^\n]*")
-PANIC_CONTEXT = 60     # console lines kept in a GuestPanic
+PANIC_CONTEXT = 150    # console lines kept in a GuestPanic: a whole oops, "BUG:" header
+                       # included (with its register dump twice and a guessed call
+                       # trace an oops runs past 60 lines, and pci.page_fault needs it)
 ICOUNT_TSC_KHZ = 1_000_000   # the guest TSC's rate under -icount: one tick per virtual ns
 RESTORE_TIMEOUT = 10.0  # s: a restore that takes longer is given up for a cold boot
 

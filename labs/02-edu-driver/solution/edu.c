@@ -11,7 +11,7 @@
  *   factorial  write n (0..12) to start a computation; reading waits for the
  *              result and prints it. poll() on it wakes when a result arrives.
  *
- * The device is specified in QEMU's docs/specs/edu.rst.
+ * The device is specified in QEMU's docs/specs/edu.txt.
  */
 #include <linux/interrupt.h>
 #include <linux/module.h>
