@@ -15,8 +15,7 @@ from pathlib import Path
 
 from lab_vm.build.initramfs import build_static
 from lab_vm.build.modules import build_variant
-from lab_vm.tools.backtrace import backtrace_text
-from lab_vm.vm.channel import Result, key_values
+from lab_vm.vm.channel import Result
 from lab_vm.vm.modes import SHARE_MOUNT
 
 HERE = Path(__file__).resolve().parent
@@ -420,12 +419,3 @@ def differing(a: list, b: list) -> int:
 def misplaced(samples: list[tuple]) -> int:
     """Completions that transformed their data at another read's position."""
     return sum(read != at for read, at, _ in samples)
-
-
-# The names notebooks/03-bio-iteration.ipynb calls until it moves to lab_vm's (the chapter has):
-# blkstress's summary is Result.key_values(), a backtrace as gdb prints it backtrace_text().
-parse = key_values
-
-
-def backtrace_lines(frames: list[dict]) -> list[str]:
-    return backtrace_text(frames).splitlines()
