@@ -233,6 +233,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _lab_arguments(p: argparse.ArgumentParser) -> None:
+    """A lab and its working copy, as `check` and `pack` take them."""
+    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
+    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
+                   "sources, else its skeleton/)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lab-vm", description="Build, boot and drive the vmexit lab VM (QEMU + a "
@@ -317,9 +324,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="build a lab's working copy, run its tests in the VM, "
                        "print the points; exits 0 only with full marks")
-    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
-    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
-                   "sources, else its skeleton/)")
+    _lab_arguments(p)
     p.add_argument("--hidden", action="store_true", help="run the hidden tests too (instructors)")
     p.add_argument("-k", action="append", default=[], metavar="TEST",
                    help="run only the tests whose name or title contains TEST (repeatable)")
@@ -336,9 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pack", help="make the archive to hand in: the lab's source files only, "
                        "checked to build and to differ from the skeleton")
-    p.add_argument("lab", help="the lab folder (labs/02-edu-driver, or . in a handout)")
-    p.add_argument("--dir", help="the working copy (default: the lab folder if it holds the "
-                   "sources, else its skeleton/)")
+    _lab_arguments(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="the archive to write (default: ./<lab>-submission.tar.gz)")
     p.set_defaults(func=cmd_pack)
