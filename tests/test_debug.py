@@ -98,6 +98,15 @@ def test_killed_gdb_raises_and_leaves_nothing(dvm):
     assert dvm.run("echo alive", timeout=30).text == "alive\n"
 
 
+def test_a_killed_gdb_leaves_no_breakpoint_behind(dvm):
+    # QEMU's gdbstub keeps a dead gdb's breakpoints: the guest would stop at the next open
+    with dvm.debugger() as dbg:
+        dbg.break_at("do_sys_openat2")
+        dbg.resume()                      # running: gdb has put the breakpoint into QEMU
+        os.kill(dbg._pid, signal.SIGKILL)
+    assert "Linux version" in dvm.run("cat /proc/version", timeout=30).text
+
+
 def test_two_debuggers_on_two_vms(built):
     with LabVM(name="dbg-a") as a, LabVM(name="dbg-b") as b:
         with a.debugger() as da, b.debugger() as db:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ class Stop(dict):
 
 class Debugger:
     """gdb attached to one LabVM. Use ``with vm.debugger() as dbg:``; see module docstring."""
+
+    on_gdbstub = True      # attached through the VM's gdbstub (QemuDebugger: to the QEMU process)
 
     def __init__(self, vm, *, timeout: float = ATTACH_TIMEOUT) -> None:
         self.vm = vm
@@ -109,20 +112,26 @@ class Debugger:
         if self._closed:
             return
         self._closed = True
+        detached = False
         try:
             if self._gdb is not None and self._alive():
                 if self._running:
                     self._try(lambda: self.interrupt(timeout=5))
                 for bp in self._breakpoints:
-                    self._try(bp.delete)
+                    self._try(lambda bp=bp: bp.delete())
                 # detach removes every breakpoint from the gdbstub and lets the guest go on
-                self._try(lambda: self._gdb.execute("detach", to_string=True))
-                self._try(self._gdb.quit)
+                detached = self._try(lambda: self._gdb.execute("detach", to_string=True))
+                self._try(lambda: self._gdb.quit())
         finally:
             if self._gdb is not None:
-                self._try(self._gdb.conn.close)
+                self._try(lambda: self._gdb.conn.close())
             if self._pid is not None:
                 _kill(self._pid)
+            if self._gdb is not None and not detached and self.on_gdbstub \
+                    and self.vm.gdb_port is not None:
+                # gdb died attached: QEMU keeps its breakpoints, and the guest would stop at
+                # the next hit with nobody to let it go. Detach in its place.
+                self._try(lambda: _detach_gdbstub(self.vm.gdb_port))
             self._try(self.vm.resume_if_paused)
             self.vm.debugger_closed(self)
 
@@ -387,6 +396,30 @@ def _gdb_message(exc: BaseException) -> str:
         if line.startswith("gdb.error:") or line.startswith("gdb.MemoryError:"):
             return line.split(":", 1)[1].strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _detach_gdbstub(port: int, timeout: float = 5.0) -> None:
+    """Send QEMU's gdbstub a detach ("D") over a connection of our own: it removes every
+    breakpoint and watchpoint a dead gdb left. The stub takes one client at a time, and the
+    dead gdb's connection is closed by then."""
+    deadline = time.monotonic() + timeout
+    # "D;1", detach process 1: the stub keeps the dead gdb's multiprocess mode, and in it a
+    # bare "D" is refused (E22); the stub's only process is 1 either way
+    payload = b"D;1"
+    packet = b"$" + payload + b"#" + f"{sum(payload) % 256:02x}".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(packet)
+        answer = b""
+        # what comes: a stop reply (the stub stops the guest for a new client), "+" (the
+        # ack), then "$OK#9a"; close() resumes the guest after
+        while b"$OK#" not in answer and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    if b"$OK#" not in answer:
+        raise DebuggerError(f"the gdbstub on port {port} did not confirm the detach: {answer!r}")
+    LOG.info("detached from the gdbstub on port %d in gdb's place", port)
 
 
 def _kill(pid: int) -> None:

@@ -85,6 +85,8 @@ class QemuDebugger(Debugger):
     Ctrl-C.
     """
 
+    on_gdbstub = False     # gdb on the QEMU process: a dead one leaves nothing in a stub
+
     def __init__(self, vm, *, timeout: float = ATTACH_TIMEOUT) -> None:
         super().__init__(vm, timeout=timeout)
         self._attached = False        # gdb holds QEMU under ptrace (stopped or running)
