@@ -131,7 +131,7 @@ class Debugger:
                     and self.vm.gdb_port is not None:
                 # gdb died attached: QEMU keeps its breakpoints, and the guest would stop at
                 # the next hit with nobody to let it go. Detach in its place.
-                self._try(lambda: _detach_gdbstub(self.vm.gdb_port))
+                self._try(lambda: detach_gdbstub(self.vm.gdb_port))
             self._try(self.vm.resume_if_paused)
             self.vm.debugger_closed(self)
 
@@ -398,20 +398,27 @@ def _gdb_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _detach_gdbstub(port: int, timeout: float = 5.0) -> None:
-    """Send QEMU's gdbstub a detach ("D") over a connection of our own: it removes every
-    breakpoint and watchpoint a dead gdb left. The stub takes one client at a time, and the
-    dead gdb's connection is closed by then."""
+# QEMU's gdbstub keeps a multiprocess mode for good once any gdb asked for it (qSupported:
+# multiprocess+, as gdb does), and in it a bare "D" is refused (E22): detach process 1, the
+# stub's only process, which is also right without that mode.
+DETACH = b"D;1"
+
+
+def rsp_packet(payload: bytes) -> bytes:
+    """A packet of gdb's remote serial protocol: ``$payload#checksum``."""
+    return b"$" + payload + b"#" + f"{sum(payload) % 256:02x}".encode()
+
+
+def detach_gdbstub(port: int, timeout: float = 5.0) -> None:
+    """Detach from QEMU's gdbstub over a connection of our own: it removes every breakpoint
+    and watchpoint a dead gdb left. The stub takes one client at a time, and the dead gdb's
+    connection is closed by then."""
     deadline = time.monotonic() + timeout
-    # "D;1", detach process 1: the stub keeps the dead gdb's multiprocess mode, and in it a
-    # bare "D" is refused (E22); the stub's only process is 1 either way
-    payload = b"D;1"
-    packet = b"$" + payload + b"#" + f"{sum(payload) % 256:02x}".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(packet)
+        sock.sendall(rsp_packet(DETACH))
         answer = b""
         # what comes: a stop reply (the stub stops the guest for a new client), "+" (the
-        # ack), then "$OK#9a"; close() resumes the guest after
+        # ack), then "$OK#9a"; the caller resumes the guest after
         while b"$OK#" not in answer and time.monotonic() < deadline:
             chunk = sock.recv(4096)
             if not chunk:

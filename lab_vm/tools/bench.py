@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from ..build import initramfs, kernel
+from ..debug.guest import DETACH, detach_gdbstub, rsp_packet
 from ..errors import DebuggerError, GuestTimeout
 from ..vm.machine import LabVM
 
@@ -236,8 +237,8 @@ def _plain_gdb_rate(vm, samples: int, timeout: float = 120.0) -> float:
         proc.kill()
         proc.communicate()
         # QEMU keeps a dead gdb's breakpoints, and the guest would stop at each hit: a
-        # detach ("D") from a raw client takes them all out.
-        _RemoteProtocol(vm.enable_gdbstub(), timeout=10).close()
+        # detach from a connection of our own takes them all out.
+        detach_gdbstub(vm.enable_gdbstub(), timeout=10)
         raise GuestTimeout(f"plain gdb: {samples} hits of ksys_read not done in {timeout:g} s",
                            command=cmd, output=vm.console_log) from None
     finally:
@@ -298,8 +299,7 @@ class _RemoteProtocol:
             self.buf += chunk
 
     def request(self, payload: bytes) -> bytes:
-        checksum = sum(payload) & 0xFF
-        self.sock.sendall(self._ack + b"$" + payload + b"#" + f"{checksum:02x}".encode())
+        self.sock.sendall(self._ack + rsp_packet(payload))
         self._ack = b""
         try:
             return self._read_packet()
@@ -310,7 +310,7 @@ class _RemoteProtocol:
 
     def close(self) -> None:
         try:
-            self.request(b"D")              # detach: the guest runs on
+            self.request(DETACH)            # detach: the guest runs on
         finally:
             self.sock.close()
 
