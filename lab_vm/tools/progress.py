@@ -92,7 +92,7 @@ class Progress:
         LOG.info("%s: started", self.title)
         if self._widgets is None:
             self._print_part()
-        if self._widgets is not None:
+        else:
             from IPython.display import display
 
             w = self._widgets
