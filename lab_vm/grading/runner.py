@@ -157,7 +157,8 @@ class _Guest:
         for report in reports.parse(log, module=self.lab.module):
             if report.function.startswith("0x") and reports.in_module(report.function,
                                                                       self.lab.module):
-                # a bare address of the module (gone: an armed timer found at rmmod)
+                # a bare address of the module, gone: an armed timer found at rmmod, or SLUB's
+                # record of a freed object's owner found by the validation after it
                 named = self._name(int(report.function, 16))
                 report.function = named or f"{report.function} (in {self.lab.module}, unloaded)"
             self.findings.append(reports.Finding(test, report))
@@ -168,11 +169,9 @@ class _Guest:
         except Exception as exc:    # noqa: BLE001 — the report keeps its bare address
             LOG.info("no symbols from %s: %s", self.ko, exc)
             return None
-        for base in self.text_bases:
-            named = symbols.name(address, base)
-            if named:
-                return f"{named} [{self.lab.module}]"
-        return None
+        named = reports.name_address(address, self.lab.module, self.text_bases, symbols)
+        # a function, as the reports of a loaded module name theirs: no offset
+        return re.sub(r"\+0x[0-9a-f]+ ", " ", named) if named else None
 
     def check_leaks(self, test: str) -> None:
         """Once the module is gone: what it wrote into freed memory, and what it leaked.
