@@ -181,7 +181,7 @@ def _culprit(frames: list[tuple[str, str | None]], module: str | None) -> str:
     unloaded module (the caller names it from the .ko), else the first not machinery."""
     if _module_frame(frames, module):
         return _module_frame(frames, module)
-    for func, mod in frames:
+    for func, _mod in frames:
         if func.startswith("0x"):
             return func
     for func, mod in frames:
