@@ -260,6 +260,11 @@ class Channel:
         if error is not None:
             raise VMError(f"the guest agent could not {what}: {error}")
 
+    @property
+    def greeted(self) -> bool:
+        """Whether the agent has started (its greeting came), without waiting for it."""
+        return bool(self._ready)
+
     def wait_ready(self, timeout: float) -> bytes:
         """Wait for the agent's greeting (sent once when it starts)."""
         self.wait_for(lambda: bool(self._ready), timeout, on_timeout=lambda: GuestTimeout(
