@@ -172,7 +172,7 @@ def find_kernel(variant: str | None = None) -> Kernel:
     """The built kernel for the current inputs, or an error naming the command that builds it."""
     ent = entry(variant)
     if not ent.valid:
-        what, how = (("the lab kernel", "`lab-vm build` (about 3 minutes on 2 cores)")
+        what, how = (("the lab kernel", "`lab-vm build` (about 10 minutes on 2 cores)")
                      if variant is None else
                      (f"the {variant} kernel",
                       f"`lab-vm build --{variant}` (10-20 minutes on 2 cores)"))
