@@ -34,7 +34,7 @@ from ..build.kernel import Kernel, find_kernel
 from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, MissingArtifact,
                       ModuleBuildError, QEMUExited, VMError)
 from ..vm.machine import LabVM
-from ..build.modules import compiler_errors
+from ..build.modules import MODULE_FLAGS, compiler_errors
 from . import hostrun, reports
 from . import results as R
 from .checker import Session, TestFailure, TestSpec
@@ -61,7 +61,7 @@ class Built:
 def build(lab: Lab, work: Path, *, kernel: Kernel, timeout: float) -> Built:
     """``make M=`` in the sandbox; ModuleBuildError with the first compiler errors."""
     sandbox = Sandbox(work, readonly=[kernel.tree])
-    cmd = ["make", "-j1", "-C", str(kernel.tree), f"M={INSIDE}", "modules"]
+    cmd = ["make", "-j1", "-C", str(kernel.tree), f"M={INSIDE}", *MODULE_FLAGS, "modules"]
     result = sandbox.run(cmd, timeout=timeout)
     output = result.output.replace(f"{INSIDE}/", "")
     if result.timed_out:
