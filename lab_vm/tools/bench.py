@@ -74,8 +74,8 @@ def sampled_boot(period: float = 0.004, top: int = 10, timeout: float = 60.0) ->
     the guest is stopped through the gdbstub every ``period`` seconds, its RIP read and
     named from System.map, and resumed, from reset until the agent greets the host. Each
     function's share of the samples times the boot's wall time is its estimated cost. A
-    sample stops the guest for a round trip (~0.3 ms under TCG), which slows the boot a
-    little; the shares stay fair. Raises GuestTimeout after ``timeout`` seconds.
+    sample (stop, register read, resume) took about 1 ms on a loaded 2-core host under TCG,
+    which slows the boot; the shares stay fair. Raises GuestTimeout after ``timeout`` seconds.
     """
     import bisect
     import collections

@@ -267,7 +267,7 @@ class Channel:
 
     def wait_ready(self, timeout: float) -> bytes:
         """Wait for the agent's greeting (sent once when it starts)."""
-        self.wait_for(lambda: bool(self._ready), timeout, on_timeout=lambda: GuestTimeout(
+        self.wait_for(lambda: self.greeted, timeout, on_timeout=lambda: GuestTimeout(
             f"the guest did not get ready within {timeout:g} s"))
         return self._ready[0]
 
