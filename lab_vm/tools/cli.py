@@ -94,12 +94,12 @@ def cmd_gdb(args) -> int:
             # breakpoint set before it in a module not loaded yet (pending; lx-symbols loads
             # the module's symbols when it loads) catches its init and probe.
             vm.qmp("stop")
-            job = vm.start(" ".join(args.command))
+            job = vm.start(guest_command(args.command))
             cmd += ["-ex", "set breakpoint pending on"]
         cmd.append(str(vm.kernel.vmlinux))
         print("lab-vm: the guest's commands: `lab-vm run` in another terminal is a separate VM; "
               "leave gdb with `quit` (the VM stops with it)."
-              + (f" `{' '.join(args.command)}` runs in the guest when you `continue`."
+              + (f" `{job.command}` runs in the guest when you `continue`."
                  if job else ""), file=sys.stderr)
         # Ctrl-C belongs to gdb (it interrupts the guest), not to us: ignore it while gdb runs.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
