@@ -135,6 +135,24 @@ def test_bad_arguments_give_clear_errors(built, tmp_path, monkeypatch):
         LabVM()
 
 
+def test_icount_is_a_parameter_not_a_string_in_qemu_args(tmp_path):
+    """-icount changes the guest's TSC rate and the saved state's key: LabVM must know of it,
+    so it is LabVM(icount=...) and never sniffed out of qemu_args. (No VM: the build records
+    below name files that are never opened.)"""
+    from lab_vm.build.initramfs import Initramfs
+    from lab_vm.build.kernel import Kernel
+    from lab_vm.vm import state
+
+    with pytest.raises(ConfigError, match="icount="):
+        LabVM(qemu_args=["-icount", "shift=0"])
+    parts = {"kernel": Kernel(tmp_path / "linux", "k"),
+             "initramfs": Initramfs(tmp_path / "initramfs.cpio", "i")}
+    plain, counted = LabVM(**parts), LabVM(**parts, icount="shift=0,sleep=off")
+    assert "tsc_early_khz=1000000" in counted.kernel_cmdline()
+    assert "tsc_early_khz" not in plain.kernel_cmdline()     # no accelerator chosen yet
+    assert state.key(plain) != state.key(counted)
+
+
 def test_cli_run_prints_output_and_returns_status(built):
     proc = subprocess.run([sys.executable, "-m", "lab_vm.tools.cli", "run", "--",
                            "echo from guest; exit 7"], capture_output=True, text=True,

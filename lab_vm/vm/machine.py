@@ -136,13 +136,11 @@ class LabVM:
             raise ConfigError(f"memory={memory} MiB and cpus={cpus} are too small")
         if shutil.which(qemu) is None:
             raise ConfigError(f"{qemu} is not installed: run `scripts/setup`")
-        # -icount given the old way, inside qemu_args: take it out into the parameter
         qemu_args = list(qemu_args)
         if "-icount" in qemu_args:
-            at = qemu_args.index("-icount")
-            if icount is None and at + 1 < len(qemu_args):
-                icount = qemu_args[at + 1]
-            del qemu_args[at:at + 2]
+            # the kernel command line (tsc_early_khz), the saved-state key and record/replay
+            # all depend on it: it is the icount= parameter, never a bare QEMU option
+            raise ConfigError("give -icount as LabVM(icount=...), not inside qemu_args")
         if record is not None:
             if mode is not None:
                 raise ConfigError("give record= or mode=, not both")
