@@ -1,7 +1,10 @@
-"""The saved-state cache stays bounded: old and surplus states are pruned, recent ones kept."""
+"""Saved states without a VM: the cache stays bounded (old and surplus states pruned, recent
+ones kept), and a file that cannot be restored is a LabVMError."""
 from __future__ import annotations
 
 import os
+
+import pytest
 
 from lab_vm.vm import state
 
@@ -38,3 +41,16 @@ def test_mark_used_makes_a_state_recent(tmp_path, monkeypatch):
     state.mark_used(p)
     assert p.stat().st_mtime == 0                       # the save's time is kept
     assert state.prune(keep=5, max_age_days=21) == []
+
+
+def test_an_unusable_state_file_is_a_lab_vm_error(tmp_path):
+    """LabVM's restore falls back to a cold boot on a LabVMError: a damaged file must be one."""
+    from lab_vm.errors import LabVMError
+
+    truncated, foreign = tmp_path / "t.state", tmp_path / "f.state"
+    truncated.write_bytes(b"x" * 100)
+    foreign.write_bytes(bytes((1 << 20) + state.TRAILER.size))      # 1 MiB of RAM, no trailer
+    with pytest.raises(LabVMError, match="t.state is truncated"):
+        state.SavedState(truncated, memory=1)
+    with pytest.raises(LabVMError, match="f.state is not a saved state"):
+        state.SavedState(foreign, memory=1)

@@ -342,7 +342,7 @@ class LabVM:
                 if ram is not None:
                     try:
                         state.save(self, saved, ram)
-                    except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
+                    except (LabVMError, OSError) as exc:     # OSError: the state file itself
                         LOG.warning("%s: could not save the guest state: %s", self.name, exc)
             finally:
                 if ram is not None:
@@ -374,7 +374,7 @@ class LabVM:
             self._share_mounted = bool(mount)
             self.restore_steps["resumed"] = time.monotonic()
             self.restored = True
-        except (LabVMError, RuntimeError, TimeoutError, OSError) as exc:
+        except (LabVMError, OSError) as exc:     # OSError: the state file itself
             self.restore_failure = f"{type(exc).__name__}: {exc}"
             LOG.warning("%s: restoring %s failed (%s); booting cold instead",
                         self.name, saved.name, self.restore_failure)

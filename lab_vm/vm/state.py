@@ -58,6 +58,7 @@ import uuid
 from pathlib import Path
 
 from .. import paths
+from ..errors import VMError
 from .qemu_binary import qemu_identity
 from ..build import cache
 
@@ -70,8 +71,9 @@ PAGE = 4096
 IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
 
 
-class StateError(RuntimeError):
-    """A saved state file that cannot be used: truncated, or not a state file."""
+class StateError(VMError):
+    """A saved state that cannot be made or used: truncated, not a state file, a migration
+    that failed or did not finish. LabVM then boots cold (a LabVMError like every other)."""
 
 
 def key(vm) -> str:
@@ -259,16 +261,16 @@ def save(vm, target: Path, ram: SharedRAM, timeout: float = 60.0) -> float:
             if status == "completed":
                 break
             if status in ("failed", "cancelled"):
-                raise RuntimeError(f"saving the state failed: {info.get('error-desc', status)}")
+                raise StateError(f"saving the state failed: {info.get('error-desc', status)}")
             if time.monotonic() > deadline:
                 vm.qmp("migrate_cancel")
-                raise TimeoutError(f"saving the state took over {timeout:g} s")
+                raise StateError(f"saving the state took over {timeout:g} s")
             time.sleep(0.005)
         # The guest is paused now: its RAM is the state's until `cont`.
         with open(partial, "r+b") as f:
             stream = os.fstat(f.fileno()).st_size - ram.size
             if stream <= 0:
-                raise RuntimeError("saving the state wrote no device state")
+                raise StateError("saving the state wrote no device state")
             copied = _copy_pages(ram.fd, f.fileno(), ram.size)
             f.seek(0, os.SEEK_END)
             f.write(TRAILER.pack(MAGIC, stream))
@@ -375,7 +377,7 @@ def wait_running(vm, timeout: float) -> None:
             return
         if status in ("inmigrate", "prelaunch", "restore-vm"):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the state did not load within {timeout:g} s")
+                raise StateError(f"the state did not load within {timeout:g} s")
             time.sleep(0.0005)     # the load itself takes ~3 ms
             continue
-        raise RuntimeError(f"loading the state left the guest {status!r}")
+        raise StateError(f"loading the state left the guest {status!r}")
