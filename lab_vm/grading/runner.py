@@ -100,7 +100,7 @@ def grading_kernel(lab: Lab, choice: Kernel | str | None = None) -> Kernel:
                                   "the book's kernel meanwhile (it does not see sleeping in "
                                   "atomic context, lock-order bugs, leaks...)") from None
     if choice not in ("fast", "checking"):
-        raise ValueError(f"unknown kernel {choice!r}: choose fast or checking")
+        raise ConfigError(f"unknown kernel {choice!r}: choose fast or checking")
     return find_kernel(None if choice == "fast" else choice)
 
 

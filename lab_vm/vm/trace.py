@@ -10,6 +10,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
+
 # "[PID@SEC.USEC:]event key value key value ... name 'text'"
 LINE_RE = re.compile(r"^(?:(?P<pid>\d+)@(?P<ts>\d+\.\d+):)?(?P<event>[a-z0-9_]+) (?P<rest>.*)$")
 FIELD_RE = re.compile(r"(\w+)[ =]('(?:[^']*)'|\S+)")
@@ -72,7 +74,7 @@ class Trace:
         ``"vcpu"`` (cpu >= 0) or ``"other"`` (cpu -1).
         """
         if thread not in ("any", "vcpu", "other"):
-            raise ValueError(f"thread must be 'any', 'vcpu' or 'other', not {thread!r}")
+            raise ConfigError(f"thread must be 'any', 'vcpu' or 'other', not {thread!r}")
         counts: Counter = Counter()
         for record in self.records:
             event = record.get("event", "")
