@@ -51,7 +51,11 @@ class Entry:
 
     def info(self) -> dict:
         """What was recorded when the entry was completed."""
-        return json.loads((self.path / STAMP).read_text())
+        try:
+            return json.loads((self.path / STAMP).read_text())
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"the cache entry {self.path} has an unreadable {STAMP} ({exc}): "
+                             f"rebuild it (remove the folder)") from exc
 
     def complete(self, **info) -> None:
         (self.path / STAMP).write_text(json.dumps(info, indent=1, sort_keys=True))
@@ -65,9 +69,14 @@ class Entry:
         """Hold an exclusive lock on the entry while building it (two builders wait, not race)."""
         import time
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.parent / f".{self.path.name}.lock"
-        with open(lock_path, "w") as lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(lock_path, "w")
+        except OSError as exc:
+            raise BuildError(f"the build cache {self.path.parent} is not usable ({exc}): set "
+                             "VMEXIT_CACHE to a folder you can write") from exc
+        with lock:
             deadline = time.monotonic() + timeout
             while True:
                 try:

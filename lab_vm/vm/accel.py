@@ -60,8 +60,11 @@ def choose(kernel, initramfs, probe: Callable[[], tuple[bool, str]]) -> tuple[st
         problem = kvm_device_problem()
         works, reason = (False, problem) if problem else probe()
         result = ("kvm" if works else "tcg", reason)
-        verdict_file.parent.mkdir(parents=True, exist_ok=True)
-        verdict_file.write_text(json.dumps({"accel": result[0], "reason": reason}))
+        try:
+            verdict_file.parent.mkdir(parents=True, exist_ok=True)
+            verdict_file.write_text(json.dumps({"accel": result[0], "reason": reason}))
+        except OSError as exc:       # the verdict still holds; the next process probes again
+            LOG.warning("could not keep the KVM verdict in %s: %s", verdict_file, exc)
     if result[0] == "tcg":
         LOG.info("using TCG: %s", result[1])
     _memo[key] = result
