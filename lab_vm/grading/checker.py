@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Callable, Iterable
 
 from ..vm.channel import Result
+from ..vm.machine import module_loaded_command
 from ..errors import GuestTimeout
 
 LOG = logging.getLogger(__name__)
@@ -210,9 +211,10 @@ class Session:
                               "the module must unload: release everything probe and init took")
         return result
 
-    def loaded(self) -> bool:
+    def loaded(self, name: str | None = None) -> bool:
+        """Whether the student's module (or the module ``name``) is loaded."""
         # through sh(): the test's deadline holds for this command too
-        return self.sh(f"grep -q '^{self.module} ' /proc/modules").status == 0
+        return self.sh(module_loaded_command(name or self.module)).ok
 
     def dmesg(self) -> str:
         """Kernel messages since the test started, without timestamps."""

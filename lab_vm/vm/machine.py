@@ -614,10 +614,8 @@ class LabVM:
         return self.insmod(self.kernel.module_path(name), *params, timeout=timeout)
 
     def module_loaded(self, name: str, *, timeout: float = 30.0) -> bool:
-        """Whether the module ``name`` is loaded: listed in /proc/modules (/sys/module would
-        also list what is built into the kernel)."""
-        name = shlex.quote(name.replace("-", "_"))
-        return self.run(f"grep -q '^'{name}' ' /proc/modules", timeout=timeout).ok
+        """Whether the module ``name`` is loaded (see :func:`module_loaded_command`)."""
+        return self.run(module_loaded_command(name), timeout=timeout).ok
 
     def rmmod(self, name: str, *, missing_ok: bool = False, timeout: float = 30.0) -> Result | None:
         """Unload ``name``; with ``missing_ok`` one that is not loaded is left alone (None)."""
@@ -733,6 +731,14 @@ class LabVM:
         except QMPError as exc:
             self._health()           # QEMU died: QEMUExited (with its log) says more
             raise VMError(f"QMP {command} failed: {exc}", command=command) from exc
+
+
+def module_loaded_command(name: str) -> str:
+    """The guest command that succeeds if the module ``name`` is loaded: it is listed in
+    /proc/modules (/sys/module also lists what is built into the kernel). The one test of
+    "loaded" for LabVM and the checkers' Session alike."""
+    name = shlex.quote(name.replace("-", "_"))
+    return f"grep -q '^'{name}' ' /proc/modules"
 
 
 def probe_kvm(kernel, initramfs) -> tuple[bool, str]:

@@ -25,7 +25,7 @@ LOWER = "/dev/nullb0"
 def null_blk(t, **params: str) -> str:
     """/dev/nullb0, a memory-backed null_blk device loaded with ``params`` (reloaded if needed)."""
     want = {**NULL_BLK, **params}
-    loaded = t.sh("test -d /sys/module/null_blk").ok
+    loaded = t.loaded("null_blk")
     if loaded and all(t.read(f"/sys/module/null_blk/parameters/{k}") in (v, "Y" if v == "1"
                                                                          else v)
                       for k, v in want.items() if k != "nr_devices"):
