@@ -44,12 +44,17 @@ def suite_processes(name: str) -> list[str]:
     return found
 
 
+# Fixtures that hand a test something scripts/setup builds: the lab kernel and initramfs
+# (``built``, also behind ``vm`` and the others), the checking kernel, the debug QEMU.
+BUILT_FIXTURES = {"built", "checking", "qemu_debug"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark every test that needs the built lab VM (the ``built`` fixture, also through ``vm``
-    and the others) or is marked ``slow`` as ``vm``; the rest are ``unit``. `make check` runs
-    the units and the few VM tests marked ``smoke``."""
+    """Mark every test that needs what scripts/setup builds (BUILT_FIXTURES) or is marked
+    ``slow`` as ``vm``; the rest are ``unit``: they run with an empty build cache. `make check`
+    runs the units and the few VM tests marked ``smoke``."""
     for item in items:
-        needs_vm = ("built" in getattr(item, "fixturenames", ())
+        needs_vm = (BUILT_FIXTURES & set(getattr(item, "fixturenames", ()))
                     or item.get_closest_marker("slow") is not None)
         item.add_marker(pytest.mark.vm if needs_vm else pytest.mark.unit)
 

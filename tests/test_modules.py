@@ -28,7 +28,7 @@ def test_module_builds_loads_and_unloads(vm, module_copy):
     assert "vmexit hello: unloaded" in vm.dmesg()
 
 
-def test_compile_error_is_reported_with_file_and_line(module_copy):
+def test_compile_error_is_reported_with_file_and_line(built, module_copy):   # the kernel tree
     with pytest.raises(ModuleBuildError) as info:
         build_module(module_copy("broken"))
     errors = info.value.errors
