@@ -118,6 +118,7 @@ class _RecordReplay(Mode):
     restorable = False          # a replay starts from the very first instruction
     icount = True
     close_channel_first = False
+    first_snapshot = "init"     # saved (record) or loaded (replay) before the first instruction
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder).resolve()
@@ -148,27 +149,27 @@ class _RecordReplay(Mode):
         return Channel(PipeTransport(tmp / "agent"), health, window=WINDOW,
                        tee=self._channel_tee(tmp))
 
+    def snapshot_image(self, tmp: Path) -> Path:
+        """The qcow2 image that holds the snapshots, as QEMU is to open it."""
+        return self.folder / "snapshots.qcow2"
+
+    def channel_copy(self, tmp: Path) -> Path:
+        """Where the bytes the agent sends are kept."""
+        return self.folder / "channel.bin"
+
     def qemu_args(self, tmp: Path) -> list[str]:
-        snapshots = self.folder / "snapshots.qcow2"
-        if self.name == "replay":
-            # QEMU locks the image it opens for writing: each replay gets its own copy,
-            # so that two replays of one recording can run at once.
-            shutil.copyfile(snapshots, tmp / "snapshots.qcow2")
-            snapshots = tmp / "snapshots.qcow2"
         log = self.folder / "replay.bin"
-        # record: save "init" before the first instruction; replay: start from "ready"
-        first = "init" if self.name == "record" else READY_SNAPSHOT
+        first = self.first_snapshot
         # apic-common.vapic=off: the kvmvapic device's reset does run_on_cpu(), and a reverse
         # query loads a snapshot (a reset) from a timer on QEMU's main thread, which holds the
         # replay mutex the vCPU thread is waiting for: QEMU 7.2 deadlocks (seen on most
         # reverse-continues from mid-run). The device only patches Windows XP's TPR accesses.
         return ["-icount", f"{ICOUNT},rr={self.name},rrfile={log},rrsnapshot={first}",
-                "-drive", f"file={snapshots},if=none,id=rr", "-global", "apic-common.vapic=off"]
+                "-drive", f"file={self.snapshot_image(tmp)},if=none,id=rr",
+                "-global", "apic-common.vapic=off"]
 
     def _channel_tee(self, tmp: Path):
-        """Where the agent's bytes go: the recording keeps them; a replay's are compared."""
-        path = self.folder / "channel.bin" if self.name == "record" else tmp / "replayed.bin"
-        self._tee = open(path, "wb", buffering=0)
+        self._tee = open(self.channel_copy(tmp), "wb", buffering=0)
         return self._tee
 
     def close_tee(self) -> bytes:
@@ -273,10 +274,19 @@ class ReplayMode(_RecordReplay):
     """A LabVM that re-executes a recording (see lab_vm.vm.replay.Replay)."""
 
     name = "replay"
+    first_snapshot = READY_SNAPSHOT     # saved by RecordMode.ready(): no boot to replay
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
         self.replayed: bytes | None = None
+
+    def snapshot_image(self, tmp: Path) -> Path:
+        # QEMU locks the image it opens for writing: each replay gets its own copy,
+        # so that two replays of one recording can run at once.
+        return Path(shutil.copyfile(self.folder / "snapshots.qcow2", tmp / "snapshots.qcow2"))
+
+    def channel_copy(self, tmp: Path) -> Path:
+        return tmp / "replayed.bin"       # compared with the recording's after the run
 
     def finished(self, vm) -> None:
         """After QEMU quit: keep what the agent said, to compare with the recording."""
