@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -123,8 +126,9 @@ def test_incomplete_recording_is_refused(tmp_path, built):
     folder = tmp_path / "rec"
     vm = LabVM(record=folder, name="record-killed")
     vm.launch()
-    vm._proc.kill()                      # QEMU dies before it could finish the log
-    vm._proc.wait()
+    os.kill(vm.qemu_pid, signal.SIGKILL)     # QEMU dies before it could finish the log
+    while vm.running:
+        time.sleep(0.01)
     vm.shutdown()
     with pytest.raises(RecordingError, match="did not finish"):
         Recording(folder)
