@@ -18,12 +18,20 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """The lab_vm modules ``path`` imports, anywhere in the file (gdb_side runs inside gdb)."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def imports_in(text: str, name: str, is_package: bool = False) -> set[str]:
+    """The lab_vm modules the source ``text`` of module ``name`` imports, anywhere in it.
+
+    ``from X import a, b`` is an edge to each of a, b that is a module, and to X itself
+    if it also takes a name X defines (``from lab_vm import LabVM`` runs lab_vm/__init__).
+    """
+    package = name if is_package else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -33,27 +41,26 @@ def imports_of(path: Path) -> set[str]:
                 target = node.module or ""
             if not target.startswith("lab_vm"):
                 continue
-            found.add(target)
-            for alias in node.names:          # "from . import state" names a module
-                if (PACKAGE.parent / (target.replace(".", "/") + f"/{alias.name}.py")).exists():
-                    found.add(f"{target}.{alias.name}")
+            submodules = {f"{target}.{a.name}" for a in node.names
+                          if is_module(f"{target}.{a.name}")}
+            found |= submodules
+            if len(submodules) < len(node.names):
+                found.add(target)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("lab_vm")}
     found.discard(name)
     return found
 
 
+def imports_of(path: Path) -> set[str]:
+    """The lab_vm modules the file ``path`` imports (gdb_side's too: it runs inside gdb)."""
+    return imports_in(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
 def graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    edges = {}
-    for name, path in modules.items():
-        targets = set()
-        for t in imports_of(path):
-            # a package's __init__ is not an edge target of its own submodules
-            if t in modules and not name.startswith(t + "."):
-                targets.add(t)
-        edges[name] = targets
-    return edges
+    return {name: {t for t in imports_of(path) if t in modules}
+            for name, path in modules.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -79,6 +86,18 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_checker_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_an_import_of_a_name_from_a_package_is_an_edge_to_its_init():
+    assert imports_in("from .. import paths", "lab_vm.build.cache") == {"lab_vm.paths"}
+    assert imports_in("from .. import LabVM, paths", "lab_vm.build.kernel") == \
+        {"lab_vm", "lab_vm.paths"}
+    assert imports_in("from . import test", "lab_vm.grading.x") == {"lab_vm.grading"}
+    assert imports_in("from .checker import test", "lab_vm.grading.x") == \
+        {"lab_vm.grading.checker"}
+    edges = {"lab_vm": {"lab_vm.vm.machine"}, "lab_vm.vm.machine": {"lab_vm.build.kernel"},
+             "lab_vm.build.kernel": {"lab_vm"}}
+    assert cycles(edges)
 
 
 def test_lab_vm_has_no_import_cycle():
