@@ -716,21 +716,22 @@ class LabVM:
     # -- QMP ---------------------------------------------------------------------------------
     def qmp(self, command: str, timeout: float = 10.0, **args):
         """Send one QMP command (through the qemu.qmp library) and return its result."""
-        if self._qmp is None:
-            self._health()
-            assert self._tmp is not None
-            qmp = QMPConnection(self.name)
-            try:
-                qmp.connect(str(self._tmp / "qmp.sock"), timeout, alive=self._health)
-            except BaseException:
-                qmp.close()
-                raise
-            self._qmp = qmp
         try:
+            if self._qmp is None:        # the first command connects
+                self._health()
+                assert self._tmp is not None
+                qmp = QMPConnection(self.name)
+                try:
+                    qmp.connect(str(self._tmp / "qmp.sock"), timeout, alive=self._health)
+                except BaseException:
+                    qmp.close()
+                    raise
+                self._qmp = qmp
             return self._qmp.execute(command, args or None, timeout)
         except QMPError as exc:
             self._health()           # QEMU died: QEMUExited (with its log) says more
-            raise VMError(f"QMP {command} failed: {exc}", command=command) from exc
+            raise VMError(f"QMP {command} failed: {exc}", command=command,
+                          output=self.qemu_log) from exc
 
 
 def module_loaded_command(name: str) -> str:
