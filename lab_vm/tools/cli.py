@@ -293,7 +293,7 @@ def make_parser() -> argparse.ArgumentParser:
     vm_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="-- CMD...: a guest command run at gdb's first `continue` (e.g. "
-                   "insmod /mnt/share/edu.ko with --share .)")
+                   f"insmod {SHARE_MOUNT}/edu.ko with --share .)")
     p.set_defaults(func=cmd_gdb)
 
     p = sub.add_parser("record", help="boot under QEMU's record/replay, run one command, keep "
