@@ -3,6 +3,9 @@
 Every error raised on purpose by this package is a :class:`LabVMError`. The
 subclasses carry what a person needs to act on the failure: the command that
 failed, its exit status and an excerpt of the output or guest console.
+
+One module stands apart: ``baremetal.tinyvmm`` imports nothing of lab_vm (the grading
+sandbox of lab 1 gets a copy of that file alone), so its errors are TinyVMErrors.
 """
 from __future__ import annotations
 
