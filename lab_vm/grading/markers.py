@@ -60,7 +60,7 @@ def syntax_for(path: Path) -> Syntax | None:
 
 
 @dataclass
-class Region:
+class Todo:
     """One TODO: its number, what the student is asked, and the solution lines it replaces."""
 
     number: int
@@ -71,10 +71,10 @@ class Region:
     solution: list[str] = field(default_factory=list)
 
 
-def parse(text: str, syntax: Syntax, filename: str = "<text>") -> list[Region]:
+def parse(text: str, syntax: Syntax, filename: str = "<text>") -> list[Todo]:
     """The TODO regions of a file, checked: closed, not nested, END matches, not empty."""
-    regions: list[Region] = []
-    current: Region | None = None
+    regions: list[Todo] = []
+    current: Todo | None = None
     for lineno, line in enumerate(text.splitlines(), 1):
         todo, end = syntax.todo.match(line), syntax.end.match(line)
         where = f"{filename}:{lineno}"
@@ -82,7 +82,7 @@ def parse(text: str, syntax: Syntax, filename: str = "<text>") -> list[Region]:
             if current is not None:
                 raise MarkerError(f"{where}: TODO {todo['num']} starts inside TODO "
                                   f"{current.number} (regions cannot nest)")
-            current = Region(int(todo["num"]), todo["text"], todo["stub"], filename, lineno)
+            current = Todo(int(todo["num"]), todo["text"], todo["stub"], filename, lineno)
         elif end:
             if current is None:
                 raise MarkerError(f"{where}: END TODO {end['num']} without a TODO")
