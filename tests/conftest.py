@@ -51,12 +51,16 @@ BUILT_FIXTURES = {"built", "checking", "qemu_debug"}
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test that needs what scripts/setup builds (BUILT_FIXTURES) or is marked
-    ``slow`` as ``vm``; the rest are ``unit``: they run with an empty build cache. `make check`
-    runs the units and the few VM tests marked ``smoke``."""
+    ``slow`` as ``vm``; the rest are ``unit`` (they run with an empty build cache), but for
+    the small-book builds (``book``). `make check` runs the units and the few VM tests marked
+    ``smoke``."""
     for item in items:
         needs_vm = (BUILT_FIXTURES & set(getattr(item, "fixturenames", ()))
                     or item.get_closest_marker("slow") is not None)
-        item.add_marker(pytest.mark.vm if needs_vm else pytest.mark.unit)
+        if needs_vm:
+            item.add_marker(pytest.mark.vm)
+        elif item.get_closest_marker("book") is None:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -705,6 +705,7 @@ def small_book(tmp_path_factory):
     return root / "book/_build/html"
 
 
+@pytest.mark.book
 def test_small_book_has_lab_pages_a_404_page_and_a_sitemap(small_book):
     labs = sorted(p.name for p in (small_book / "labs").glob("*.html"))
     assert labs == ["01-first.html", "02-second.html"], labs
@@ -723,6 +724,7 @@ def test_small_book_has_lab_pages_a_404_page_and_a_sitemap(small_book):
     assert 'href="/small/_static/' in notfound and "Page not found" in notfound
 
 
+@pytest.mark.book
 def test_small_book_loads_from_a_subpath_with_its_figure(small_book, tmp_path):
     out = subprocess.run([REPO / "scripts/check-book", small_book, "--prefix", "/small/",
                           "--screenshots", tmp_path], capture_output=True, text=True,
@@ -760,6 +762,7 @@ def page_title(page: Path) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", title)).split())
 
 
+@pytest.mark.book
 def test_small_book_as_one_pdf(small_book, tmp_path):
     out = subprocess.run([REPO / "scripts/book-pdf", small_book, "-o", tmp_path / "book.pdf"],
                          capture_output=True, text=True, timeout=600)
@@ -780,6 +783,7 @@ def test_small_book_as_one_pdf(small_book, tmp_path):
         "title not in the PDF's text: 'A missing chapter'"]
 
 
+@pytest.mark.book
 def test_a_narrated_result_that_drifts_from_its_data_fails_the_build(tmp_path):
     """The chapter's cell asserts what its prose says (the first event is a read); when the
     data changes under it, the build fails and names the page, rather than print a lie."""
