@@ -31,7 +31,7 @@ from .hostrun import require_kvm
 from .lab import Lab
 from .results import Report, format_report
 from .runner import compile_helpers
-from .runner import grading_kernel as _lab_kernel
+from .runner import grading_kernel
 from .sandbox import bwrap
 from .sheets import RosterEntry, read_roster, write_sheets
 from .store import ResultStore, content_hash, lab_hash, write_atomic
@@ -53,13 +53,6 @@ def discover(folder: Path) -> list[Submission]:
         seen.add(name)
         subs.append(Submission(name, entry))
     return subs
-
-
-def grading_kernel(lab: Lab) -> Kernel | None:
-    """The kernel submissions are built against and booted on (None: a Python lab has
-    none): the checking kernel unless lab.toml asks for the fast one (runner.grading_kernel);
-    used by scripts/grade, its Dask workers and the Gradescope autograder alike."""
-    return _lab_kernel(lab) if lab.kind == "module" else None
 
 
 def grade_batch(lab: Lab, submissions: Path, out: Path, *, parallel: int = 2,

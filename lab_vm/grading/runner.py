@@ -85,8 +85,13 @@ def compile_helpers(lab: Lab, dest: Path) -> dict[str, Path]:
     return {src.stem: build_static(src, dest / src.stem) for src in lab.helpers}
 
 
-def grading_kernel(lab: Lab, choice: Kernel | str | None = None) -> Kernel:
-    """The kernel a lab is graded on: ``choice`` ("fast", "checking", a Kernel), else the lab's."""
+def grading_kernel(lab: Lab, choice: Kernel | str | None = None) -> Kernel | None:
+    """The kernel a lab is graded on: ``choice`` ("fast", "checking", a Kernel), else the lab's
+    (the checking kernel unless lab.toml asks for the fast one); None for a Python lab, whose
+    VMM runs on the host. scripts/grade, its Dask workers and the Gradescope autograder ask
+    here too."""
+    if lab.kind == "python":
+        return None
     if isinstance(choice, Kernel):
         return choice
     if choice is None:
