@@ -19,7 +19,7 @@ import time
 
 from ..build import initramfs, kernel
 from ..debug.guest import DETACH, detach_gdbstub, rsp_packet
-from ..errors import DebuggerError, GuestTimeout
+from ..errors import DebuggerError, GuestTimeout, VMError
 from ..vm.machine import LabVM
 
 LOG = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def _median_restore(restores: int) -> tuple[float, dict]:
                 end = time.monotonic()
                 times.append(end - start)
                 if not vm.restored:
-                    raise RuntimeError(f"expected a restore: {vm.restore_failure}")
+                    raise VMError(f"expected a restore: {vm.restore_failure}")
                 last = start
                 for name, mark in RESTORE_STEPS:
                     steps[name].append(vm.restore_steps[mark] - last)
@@ -363,7 +363,7 @@ class _RemoteProtocol:
                 return payload
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise ConnectionError("the gdbstub closed the connection")
+                raise DebuggerError("the gdbstub closed the connection")
             self.buf += chunk
 
     def send(self, payload: bytes) -> None:
@@ -405,7 +405,7 @@ def _raw_gdbstub_rate(vm, hits: int, timeout: float = 120.0) -> float:
     rsp = _RemoteProtocol(vm.enable_gdbstub(), timeout=min(30.0, timeout))
     try:
         if rsp.request(insert) != b"OK":
-            raise RuntimeError("the gdbstub refused the breakpoint")
+            raise DebuggerError("the gdbstub refused the breakpoint")
         start = time.monotonic()
         for done in range(hits):
             if time.monotonic() - start > timeout:
@@ -434,7 +434,7 @@ def _kprobe_rate(vm, seconds: float = 0.25, timeout: float = 120.0) -> float:
         vm.run(f"dd if=/dev/zero of=/dev/null bs=1 count=100000000 & sleep {seconds}; "
                "kill $!", timeout=timeout)
     if tr.overrun:
-        raise RuntimeError("the trace buffer overflowed: make it bigger")
+        raise VMError("the trace buffer overflowed: make it bigger")
     times = [r.time for r in tr.records if r.event == "bench_rd"]
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
