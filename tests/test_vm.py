@@ -135,6 +135,15 @@ def test_bad_arguments_give_clear_errors(built, tmp_path, monkeypatch):
         LabVM()
 
 
+def test_a_boot_that_times_out_shows_the_qemu_command_line_and_the_console(built):
+    with pytest.raises(GuestTimeout) as info:
+        LabVM(cold_boot=True, boot_timeout=1.0, name="too-short").launch()
+    text = str(info.value)       # (on a loaded host QEMU may not even open its socket in 1 s)
+    assert "--- command ---\nqemu-system-x86_64 -nodefaults" in text and " -kernel " in text
+    # the excerpt: QEMU's log (its SIGTERM from shutdown) and whatever the guest printed
+    assert "--- output (last lines) ---" in text and "terminating on signal 15" in text, text
+
+
 def test_icount_is_a_parameter_not_a_string_in_qemu_args(tmp_path):
     """-icount changes the guest's TSC rate and the saved state's key: LabVM must know of it,
     so it is LabVM(icount=...) and never sniffed out of qemu_args. (No VM: the build records

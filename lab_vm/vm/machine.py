@@ -312,9 +312,19 @@ class LabVM:
         timeout = self.boot_timeout if timeout is None else timeout
         try:
             self._launch(timeout)
-        except BaseException:
+        except BaseException as exc:
             self.shutdown()
+            if isinstance(exc, LabVMError):
+                self._add_launch_context(exc)
             raise
+
+    def _add_launch_context(self, exc: LabVMError) -> None:
+        """A failed launch says how QEMU was started and what the guest printed, as QEMU's
+        VMLaunchFailure does (a boot that timed out has nothing else to go on)."""
+        if exc.command is None and self.last_command_line:
+            exc.command = self.last_command_line
+        if not exc.output:
+            exc.output = "\n".join(log for log in (self.qemu_log, self.console_log) if log)
 
     def _launch(self, timeout: float) -> None:
         start = time.monotonic()
