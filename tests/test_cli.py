@@ -95,3 +95,33 @@ def test_error_messages_show_the_command_and_status():
     text = str(err)
     assert "insmod '/mnt/share/my mod.ko'" in text and "exit status: 1" in text
     assert "could not insert module" in text
+
+
+def test_shell_mounts_the_share_as_lab_vm_mounts_it(built, tmp_path):
+    """`lab-vm shell --share DIR`: the guest's /init mounts the share (no agent runs) with
+    LabVM's tag, mount point and options, handed over on the kernel command line."""
+    from lab_vm.vm.modes import SHARE_MOUNT, SHARE_OPTIONS, SHARE_TAG
+
+    (tmp_path / "f.txt").write_text("hi from the host\n")
+    proc = subprocess.Popen([sys.executable, "-m", "lab_vm.tools.cli", "shell", "--share",
+                             str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd=REPO)
+    seen = b""
+    try:
+        while b"to leave" not in seen:          # the shell is there
+            chunk = proc.stdout.read1(4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        proc.stdin.write(b"cat /mnt/share/f.txt; grep ' 9p ' /proc/mounts; reboot -f\n")
+        proc.stdin.flush()
+        seen += proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()                    # lab-vm ends its QEMU on SIGTERM
+            proc.wait(30)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0 and "hi from the host" in text, text
+    mount = next(line.split() for line in text.splitlines()
+                 if line.startswith(SHARE_TAG + " ") and " 9p " in line)     # /proc/mounts
+    assert mount[1:3] == [SHARE_MOUNT, "9p"], mount
+    assert "msize=" + SHARE_OPTIONS.split("msize=")[1] in mount[3], mount

@@ -297,7 +297,9 @@ class LabVM:
         Returns QEMU's exit status once the person leaves (``reboot -f`` or Ctrl-A X).
         """
         self._interactive = True
-        self.append = f"{self.append} vmexit.shell=1".strip()
+        spec = self._share_mount_spec()      # guest/init mounts it: no agent to ask
+        share = f"vmexit.share={spec[0]}:{spec[1]}:{spec[3]}" if spec else ""
+        self.append = " ".join(p for p in (self.append, share, "vmexit.shell=1") if p)
         self._choose_accel()
         self._tmp = _socket_dir(self.name)
         try:
