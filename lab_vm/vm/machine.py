@@ -41,7 +41,7 @@ from .qemu_binary import QEMU
 from .qmp import QMPConnection, QMPError
 from .recording import RecordMode
 from .trace import Trace, parse as parse_trace
-from ..errors import (ConfigError, GuestPanic, LabVMError, QEMUExited,
+from ..errors import (ConfigError, GuestPanic, GuestTimeout, LabVMError, QEMUExited,
                      VMError)
 
 LOG = logging.getLogger(__name__)
@@ -500,6 +500,17 @@ class LabVM:
             except FileNotFoundError:
                 continue
             setattr(self, attr, data if attr == "_console_text" else data.decode(errors="replace"))
+
+    def wait(self, timeout: float) -> int:
+        """Wait for QEMU to end by itself (a guest that powered off, a replay that ran out);
+        its exit status. GuestTimeout if it still runs after ``timeout`` seconds."""
+        if self._proc is None:
+            raise VMError("QEMU was not started")
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestTimeout(f"QEMU did not end within {timeout:g} s",
+                               output=self.console_log) from None
 
     @property
     def exitcode(self) -> int | None:

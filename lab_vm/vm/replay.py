@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 
-from ..errors import RecordingError, ReplayDiverged
+from ..errors import GuestTimeout, RecordingError, ReplayDiverged
 from .machine import LabVM
 from .recording import Recording, ReplayMode, outputs
 
@@ -55,8 +54,8 @@ class Replay(LabVM):
         if self.qmp("query-status")["status"] in ("prelaunch", "paused", "debug"):
             self.qmp("cont")
         try:
-            status = self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            status = self.wait(timeout)
+        except GuestTimeout:
             raise RecordingError(f"the replay did not finish within {timeout:g} s",
                                  output=self.console_log) from None
         self.shutdown()
