@@ -40,6 +40,26 @@ def test_break_in_openat_shows_syscall_path_and_comm(dvm):
     assert "Linux version" in job.wait(timeout=30).text
 
 
+def test_stepi_returns_after_the_instruction_ran(dvm):
+    """stepi() waits for the stop: the pc has moved and QEMU already traced the port access."""
+    with dvm.debugger() as dbg:
+        dbg.break_at("rtc_cmos_read")
+        job = dvm.start("cat /sys/class/rtc/rtc0/time")
+        dbg.cont(timeout=30)
+        seen = []
+        for _ in range(8):
+            insn = dbg.execute("x/i $pc").split(":\t", 1)[1].strip()
+            before = dbg.evaluate("(unsigned long)$pc")
+            with dvm.tracing("memory_region_ops_write", "memory_region_ops_read") as one:
+                dbg.stepi()
+            assert dbg.evaluate("(unsigned long)$pc") != before, insn
+            seen.append((insn.split()[0], [r.get("name") for r in one.records]))
+            if insn.startswith("in "):
+                break
+    assert ("out", ["rtc-index"]) in seen and seen[-1] == ("in", ["rtc"]), seen
+    assert job.wait(timeout=30).status == 0
+
+
 def test_jiffies_advance_and_lx_dmesg(dvm):
     with dvm.debugger() as dbg:
         first = dbg.evaluate("jiffies")

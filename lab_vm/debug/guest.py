@@ -264,6 +264,15 @@ class Debugger:
         """Let the guest run until it stops (a breakpoint, a watchpoint); return where."""
         return self._go("continue &", timeout, "the guest")
 
+    def stepi(self, timeout: float = 30.0) -> Stop:
+        """Execute one guest instruction, wait until the guest has stopped after it; return where.
+
+        Not ``execute("stepi")``: gdb runs asynchronously here, so that returns while the
+        step is still under way, and whatever is read next (QEMU's trace of the step, a
+        register) may come from before the instruction ran.
+        """
+        return self._go("stepi &", timeout, "stepi")
+
     # -- backwards (a Replay only: lab_vm.vm.replay) ---------------------------------------------
     def reverse_step(self, timeout: float = 60.0) -> Stop:
         """Go back one instruction."""

@@ -5,9 +5,11 @@
  *   notify_latency poll ATTR N COUNT        through the driver: write N to the sysfs
  *                                           attribute ATTR, sleep in poll() until
  *                                           sysfs_notify() wakes us, read the result
- *   notify_latency spin RESOURCE0 N COUNT   no interrupt: write N to edu's factorial
- *                                           register through the mapped BAR, read the
- *                                           status register until "computing" clears
+ *   notify_latency spin RESOURCE0 N COUNT   without waiting for an interrupt: write N
+ *                                           to edu's factorial register through the
+ *                                           mapped BAR, read the status register until
+ *                                           "computing" clears (a driver that enabled
+ *                                           edu's interrupt still gets one, afterwards)
  *
  * Prints one line per run: the microseconds from just before the write that starts
  * the computation to the moment the program knows it has ended (CLOCK_MONOTONIC).
