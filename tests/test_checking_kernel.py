@@ -67,6 +67,18 @@ def test_locking_reports_name_their_verdict_function_and_lock(text):
         assert locks[0].locks[0] == "fire_lock"
 
 
+def test_kfence_reports_each_get_their_verdict_and_function():
+    found = reports.parse(recorded("constructed-kfence-dmesg.log"), module="hrlate")
+    assert [(r.verdict, r.function) for r in found] == [
+        (reports.OOB, "histogram_show [hrlate]"),      # memory corruption: past the object
+        (reports.UAF, "hrlate_exit [hrlate]"),         # invalid free: freed twice
+        (reports.UAF, "stat_get [hrlate]")]            # use-after-free read
+    assert [r.headline.split(" in ")[0] for r in found] == [
+        "BUG: KFENCE: memory corruption", "BUG: KFENCE: invalid free",
+        "BUG: KFENCE: use-after-free read"]
+    assert all(r.text.count("=" * 66) == 2 for r in found)     # each report whole, alone
+
+
 @pytest.mark.parametrize("text", logs("memory-dmesg") + logs("locking-dmesg"))
 def test_quiet_leaves_other_lines_and_drops_the_reports(text):
     rest = reports.quiet(text)
