@@ -17,13 +17,14 @@ import pytest
 
 from lab_vm.build import cache, kernel
 from lab_vm.grading import reports
-from lab_vm.grading.lab import load_lab
+from lab_vm.grading.lab import find_labs, load_lab
 from lab_vm.grading.runner import grade
 
 from conftest import REPO
 
 RECORDED = Path(__file__).resolve().parent / "checking_reports"
-LABS = ["02-edu-driver", "03-stacking-blockdev", "04-hrtimer"]
+# every lab graded on a kernel (lab 1 runs on the host): a new lab is proven here too
+LABS = [lab.name for lab in find_labs(REPO / "labs") if lab.kind == "module"]
 HRLATE = REPO / "labs" / "04-hrtimer"
 
 
@@ -65,6 +66,18 @@ def test_locking_reports_name_their_verdict_function_and_lock(text):
     else:                                                  # the recording: a mutex in IRQ
         assert locks and locks[0].function == "hrlate_fire [hrlate]"
         assert locks[0].locks[0] == "fire_lock"
+
+
+def test_kfence_reports_each_get_their_verdict_and_function():
+    found = reports.parse(recorded("constructed-kfence-dmesg.log"), module="hrlate")
+    assert [(r.verdict, r.function) for r in found] == [
+        (reports.OOB, "histogram_show [hrlate]"),      # memory corruption: past the object
+        (reports.UAF, "hrlate_exit [hrlate]"),         # invalid free: freed twice
+        (reports.UAF, "stat_get [hrlate]")]            # use-after-free read
+    assert [r.headline.split(" in ")[0] for r in found] == [
+        "BUG: KFENCE: memory corruption", "BUG: KFENCE: invalid free",
+        "BUG: KFENCE: use-after-free read"]
+    assert all(r.text.count("=" * 66) == 2 for r in found)     # each report whole, alone
 
 
 @pytest.mark.parametrize("text", logs("memory-dmesg") + logs("locking-dmesg"))
@@ -265,6 +278,55 @@ def irq_unsafe_lock() -> str:
                 "\tspin_unlock(&stats_lock);\n")
 
 
+def write_past_the_end() -> str:
+    """The histogram copied into an allocation of exactly its buckets, and one entry more
+    written (an off-by-one loop bound): SLUB's red zone after the object is overwritten, and
+    kfree() checks it."""
+    src = hrlate()
+    src = edit(src, "\tu64 hist[HIST_BUCKETS];\n\tunsigned int i;\n",
+               "\tu64 *hist = kmalloc_array(HIST_BUCKETS, sizeof(u64), GFP_KERNEL);\n"
+               "\tunsigned int i;\n\n\tif (!hist)\n\t\treturn -ENOMEM;\n")
+    src = edit(src, "\tmemcpy(hist, stats.hist, sizeof(hist));\n",
+               "\tfor (i = 0; i <= HIST_BUCKETS; i++)\t/* BUG: <= */\n"
+               "\t\thist[i] = i < HIST_BUCKETS ? stats.hist[i] : 0;\n")
+    src = edit(src, "hist[i]);\n\t/* END TODO 8 */\n",
+               "hist[i]);\n\tkfree(hist);\n\t/* END TODO 8 */\n")
+    return edit(src, "#include <linux/seq_file.h>\n",
+                "#include <linux/seq_file.h>\n#include <linux/slab.h>\n")
+
+
+def leak_per_open() -> str:
+    """A scratch buffer allocated at every open of the histogram and never freed: the one bug
+    of memory_bugs() that lives on after rmmod, alone."""
+    src = edit(hrlate(), "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
+               "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
+               "\tchar *scratch = kmalloc(96, GFP_KERNEL);\n\n"
+               "\tif (scratch)\n\t\tmemset(scratch, 0x5a, 96);\n"
+               "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
+               "static const struct file_operations histogram_fops = {\n"
+               "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
+               "\t.llseek = seq_lseek,\n\t.release = single_release,\n};\n")
+    return edit(src, "#include <linux/seq_file.h>\n",
+                "#include <linux/seq_file.h>\n#include <linux/slab.h>\n")
+
+
+def opposite_lock_order() -> str:
+    """A second mutex, taken after ``control`` by a write of period_us and before it by a
+    write of running: one write at a time works, two at once can deadlock (AB-BA)."""
+    src = hrlate()
+    src = edit(src, "static DEFINE_MUTEX(control);\n",
+               "static DEFINE_MUTEX(control);\n/* BUG: taken in both orders with control */\n"
+               "static DEFINE_MUTEX(config);\n")
+    src = edit(src, "\tmutex_lock(&control);\n\tif (running)\n",
+               "\tmutex_lock(&control);\n\tmutex_lock(&config);\n\tif (running)\n")
+    src = edit(src, "NSEC_PER_USEC);\n\tmutex_unlock(&control);\n",
+               "NSEC_PER_USEC);\n\tmutex_unlock(&config);\n\tmutex_unlock(&control);\n")
+    src = edit(src, "\tmutex_lock(&control);\n\tif (val)\n",
+               "\tmutex_lock(&config);\n\tmutex_lock(&control);\n\tif (val)\n")
+    return edit(src, "\t\thrlate_stop();\n\tmutex_unlock(&control);\n",
+                "\t\thrlate_stop();\n\tmutex_unlock(&control);\n\tmutex_unlock(&config);\n")
+
+
 def grade_source(source: str, lab_dir: Path = HRLATE, *, name: str = "hrlate.c",
                  kernel_choice=None, only=()):
     lab = load_lab(lab_dir)
@@ -298,7 +360,9 @@ def test_memory_bugs_each_get_their_verdict(checking):
     # stops tracking held locks)
     assert "stats_lock" in got[reports.SLEEPS].message + getattr(got.get(reports.LOCKS), "message", "")
     assert "histogram_show [hrlate]" in got[reports.UAF].message
+    # the timer's callback, named from the .ko: at rmmod ODEBUG prints it as a bare address
     assert "hrtimer" in got[reports.BAD_OBJECT].message
+    assert "where: hrlate_fire [hrlate]" in got[reports.BAD_OBJECT].message
     assert "histogram_open" in got[reports.LEAK].message or \
         "stat_get" in got[reports.LEAK].message
     for verdict, row in got.items():
@@ -335,6 +399,47 @@ def test_a_lock_the_handler_takes_taken_with_interrupts_on_is_a_lock_order_bug(c
     # (hrlate_start is inlined into running_set, its caller)
     message = got[reports.LOCKS].message
     assert "hrlate_fire" in message and ("hrlate_start" in message or "running_set" in message)
+
+
+@pytest.mark.slow
+def test_a_write_past_the_end_of_an_allocation_is_out_of_bounds(checking):
+    report = grade_source(write_past_the_end(), only=["histogram"])
+    got = verdicts(report)
+    assert report.verdict == "ok" and not report.full_marks, report
+    assert reports.OOB in got, [(r.name, r.message[:200]) for r in report.results]
+    message = got[reports.OOB].message
+    assert "Redzone overwritten" in message and "histogram_show [hrlate]" in message, message
+    assert got[reports.OOB].points == -reports.points(load_lab(HRLATE))[reports.OOB]
+    assert next(r for r in report.results if r.name == "histogram_buckets").passed
+
+
+@pytest.mark.slow
+def test_an_allocation_leaked_per_open_is_a_leak(checking):
+    # the histogram test opens the file once, more than 5 s (kmemleak's minimum age) before
+    # the scans that follow the last test's rmmod
+    report = grade_source(leak_per_open(), only=["histogram", "clean_removal"])
+    got = verdicts(report)
+    assert set(got) == {reports.LEAK}, [(r.name, r.message[:200]) for r in report.results]
+    assert "histogram_open" in got[reports.LEAK].message, got[reports.LEAK].message
+    assert got[reports.LEAK].points == -reports.points(load_lab(HRLATE))[reports.LEAK]
+    assert all(r.passed for r in report.results if r.name not in reports.VERDICTS)
+
+
+@pytest.mark.slow
+def test_two_locks_taken_in_both_orders_are_a_lock_order_bug(checking):
+    # period_us takes control then config, running config then control: the fixed-grid test
+    # writes one then the other, and lockdep reports the cycle without any deadlock happening.
+    # Both orders must come in one test: at rmmod lockdep forgets the module's lock classes
+    # (their keys are in its memory), so orders seen in two tests (each loads the module
+    # anew) make no cycle; tried with the period and start_and_stop tests: no report.
+    report = grade_source(opposite_lock_order(), only=["fixed_grid"])
+    got = verdicts(report)
+    assert set(got) == {reports.LOCKS}, [(r.name, r.message[:200]) for r in report.results]
+    message = got[reports.LOCKS].message
+    assert "possible circular locking dependency" in message, message
+    assert "where: running_set [hrlate]" in message, message
+    assert "locks: control, config" in message or "locks: config, control" in message, message
+    assert all(r.passed for r in report.results if r.name not in reports.VERDICTS)
 
 
 @pytest.mark.slow

@@ -62,6 +62,17 @@ def test_every_command_has_help():
         assert p.format_help().startswith("usage: lab-vm " + name), name
 
 
+def test_verbose_goes_before_or_after_the_command():
+    # The handouts say "`lab-vm check . -k TEST` ...; -v shows more": typed at the end.
+    from lab_vm.tools.cli import make_parser
+
+    parser = make_parser()
+    assert parser.parse_args(["check", ".", "-k", "poll", "-v"]).verbose == 1
+    assert parser.parse_args(["-vv", "check", "."]).verbose == 2
+    assert parser.parse_args(["check", "."]).verbose == 0
+    assert parser.parse_args(["run", "--", "ls", "-v"]).command == ["--", "ls", "-v"]
+
+
 def test_guest_command_keeps_the_words_as_typed():
     from lab_vm.tools.cli import guest_command
 

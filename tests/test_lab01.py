@@ -215,3 +215,49 @@ def test_grade_gives_hangs_crashes_and_broken_code_precise_verdicts(lab, tmp_pat
     assert "run_guest.py" not in feedback["crashes"].split("verdict: crash")[-1]
     assert "SyntaxError" in feedback["syntax"]
     assert "no uart.py found" in feedback["empty"]
+
+
+PRIVATE = '''
+from lab_vm.grading import expect, test
+
+
+@test(8, "the course's own: SCR keeps 0x5a")
+def course_scr(t):
+    run = t.run("""
+	.code16
+	.globl _start
+_start:
+	mov	$0x3ff, %dx
+	mov	$0x5a, %al
+	out	%al, %dx
+	in	%dx, %al
+	mov	%al, %bl
+	hlt
+""")
+    expect(run.halted and run.reg("bl") == 0x5a, f"SCR lost its value: {run.describe()}",
+           "keep what was written to SCR")
+'''
+
+
+@needs_kvm
+def test_private_tests_add_their_points_to_a_python_lab(tmp_path):
+    """A Python lab takes a course's private tests as a module lab does (tests/test_grading.py):
+    same @test API, run after the lab's own, their points in the total."""
+    private = tmp_path / "course-private"
+    private.mkdir()
+    (private / "check_course.py").write_text(PRIVATE)
+    subs = tmp_path / "submissions"
+    shutil.copytree(LAB_DIR / "solution", subs / "solution")
+    (subs / "skeleton").mkdir()
+    shutil.copy(LAB_DIR / "skeleton" / "uart.py", subs / "skeleton")
+    out = tmp_path / "results"
+    proc = subprocess.run([REPO / "scripts" / "grade", "01-uart", subs, "--out", out,
+                           "--private-tests", private], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert list(rows["solution"])[-4:] == ["course_scr", "total", "max", "verdict"]
+    assert {s: (r["course_scr"], r["total"], r["max"]) for s, r in rows.items()} == \
+        {"solution": ("8", "128", "128"), "skeleton": ("0", "10", "128")}
+    assert "keep what was written to SCR" in (out / "feedback" / "skeleton.txt").read_text()

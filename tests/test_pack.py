@@ -130,6 +130,7 @@ def test_pack_builds_a_module_lab_with_its_own_kbuild(built, tmp_path):
 
 def test_every_handout_says_how_to_submit_and_how_to_debug():
     from lab_vm.grading.lab import find_labs
+    from lab_vm.grading import reports
     from lab_vm.grading.runner import select
 
     for lab in find_labs(REPO / "labs"):
@@ -143,6 +144,13 @@ def test_every_handout_says_how_to_submit_and_how_to_debug():
         assert words and all(select(lab.tests(hidden=False), [w]) for w in words), lab.name
         if lab.kind == "module":
             assert "Reading an oops" in text and "lab-vm gdb" in text, lab.name
+            # Graded on the checking kernel: the student reads each verdict it gives and what
+            # it costs in this lab (its lab.toml), and the fast kernel's escape hatch.
+            assert reports.kernel_variant(lab) == "checking", lab.name
+            flat = " ".join(text.split())
+            assert "checking kernel" in flat and "lab-vm check . --fast" in flat, lab.name
+            for verdict, cost in reports.points(lab).items():
+                assert f"(`{verdict}`, −{cost})" in flat, (lab.name, verdict, cost)
             breaks = [line.split("`break ", 1)[1].split("`")[0] for line in text.splitlines()
                       if "`break " in line]
             source = (lab.solution / lab.sources[0]).read_text()

@@ -95,7 +95,10 @@ HEADERS: list[tuple[str | None, re.Pattern]] = [
     (LOCKS, re.compile(r"(WARNING: .*)?DEBUG_LOCKS_WARN_ON\(.*")),
     (None, re.compile(r"BUG: KASAN: (?P<what>[\w-]+) in (?P<func>[\w.$]+)\S*"
                       r"(?: \[(?P<module>\w+)\])?")),
-    (None, re.compile(r"BUG: KFENCE: (?P<what>[\w-]+(?: (?:read|write))?) in "
+    # KFENCE (mm/kfence/report.c): "use-after-free read", "out-of-bounds write", "invalid
+    # read", and two named in two words: "memory corruption" (a write past the object, found at
+    # kfree) and "invalid free" (a double free)
+    (None, re.compile(r"BUG: KFENCE: (?P<what>[\w-]+(?: (?:read|write|corruption|free))?) in "
                       r"(?P<func>[\w.$]+)\S*(?: \[(?P<module>\w+)\])?")),
     # SLUB: "Poison overwritten", "Object already free", "Right Redzone overwritten", and
     # what follows from them ("Slab disabled since SLUB metadata consistency check failed")

@@ -113,9 +113,10 @@ class _Guest:
     """The VM one working copy's tests run in; ``reset()`` asks for a fresh one."""
 
     def __init__(self, lab: Lab, ko: Path, helpers: dict[str, Path], name: str,
-                 kernel: Kernel | None = None) -> None:
+                 kernel: Kernel | None = None, kernel_args: str = "") -> None:
         self.lab, self.ko, self.helpers, self.name = lab, ko, helpers, name
         self.kernel = kernel
+        self.kernel_args = kernel_args
         self.vm: LabVM | None = None
         # what the checking kernel reported, and where the module's code was (for kmemleak)
         self.findings: list[reports.Finding] = []
@@ -132,7 +133,7 @@ class _Guest:
             # lockdep, debugobjects and kmemleak over all of boot: give it longer
             checking = self.kernel is not None and self.kernel.variant is not None
             vm = LabVM(name=self.name, devices=self.lab.devices, cpus=self.lab.cpus,
-                       memory=self.lab.memory, kernel=self.kernel,
+                       memory=self.lab.memory, kernel=self.kernel, append=self.kernel_args,
                        boot_timeout=CHECKING_BOOT_TIMEOUT if checking else 60.0)
             self.vm = vm
             vm.launch()
@@ -255,14 +256,14 @@ def _timeout_detail(guest: _Guest, spec: TestSpec, exc: GuestTimeout) -> str:
 
 
 def run_tests(lab: Lab, ko: Path, helpers: dict[str, Path], tests: list[TestSpec], *,
-              deadline: float, name: str = "grade",
-              kernel: Kernel | None = None) -> tuple[list[TestResult], str, str]:
+              deadline: float, name: str = "grade", kernel: Kernel | None = None,
+              kernel_args: str = "") -> tuple[list[TestResult], str, str]:
     """Run ``tests`` against the module ``ko``: (results, verdict, detail).
 
     The results end with a row for each kind of bug report the kernel made (reports).
     """
     results = [TestResult(s.name, s.title, s.points, s.hidden) for s in tests]
-    guest = _Guest(lab, ko, helpers, name, kernel)
+    guest = _Guest(lab, ko, helpers, name, kernel, kernel_args)
     verdict, detail = R.OK, ""
     try:
         for spec, res in zip(tests, results):
@@ -373,12 +374,13 @@ def select(tests: list[TestSpec], only: Sequence[str]) -> list[TestSpec]:
 
 def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
           kernel: Kernel | str | None = None, helpers: dict[str, Path] | None = None,
-          name: str = "grade", only: Sequence[str] = ()) -> Report:
+          name: str = "grade", only: Sequence[str] = (), kernel_args: str = "") -> Report:
     """Grade the working copy ``tree`` (read only); ``scratch`` is an empty folder to build in.
 
     ``only`` keeps the tests :func:`select` picks (``lab-vm check -k``); ``kernel`` is the
     one to build against and boot ("fast", "checking", a Kernel), by default the lab's
-    (:func:`grading_kernel`).
+    (:func:`grading_kernel`). ``kernel_args`` go on the guest's command line: only
+    scripts/bench-checking uses them, to turn one detector off at boot and time the rest.
     """
     start = time.monotonic()
     deadline = start + lab.submission_timeout
@@ -405,7 +407,7 @@ def grade(lab: Lab, tree: Path, scratch: Path, *, hidden: bool = True,
     if helpers is None:
         helpers = compile_helpers(lab, scratch / "helpers")
     results, verdict, detail = run_tests(lab, built.ko, helpers, tests, deadline=deadline,
-                                         name=name, kernel=kernel)
+                                         name=name, kernel=kernel, kernel_args=kernel_args)
     return report(verdict, results, detail, _short(built.warnings))
 
 

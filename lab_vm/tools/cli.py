@@ -354,6 +354,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--boots", type=int, default=5)
     p.add_argument("--roundtrips", type=int, default=200)
     p.set_defaults(func=cmd_bench)
+    # -v after the command too: the handouts say `lab-vm check . -k TEST`, and `-v shows more`,
+    # which a student types at the end. Not given there, the one before the command stands.
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help="log more (as before the command)")
     return parser
 
 
