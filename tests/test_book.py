@@ -600,6 +600,10 @@ def test_check_book_fails_on_broken_pages(tmp_path):
         "missing-image": '<img src="nowhere.png">',
         "corrupt-image": '<img src="corrupt.png">',
         "cdn": '<script src="https://cdn.jsdelivr.net/npm/requirejs@2.3.8/require.js"></script>',
+        # requests no tag names: a stylesheet's font and a script's fetch()
+        "css-font": "<style>@font-face { font-family: F; src: url(https://fonts.example.com/f.woff2)"
+                    " } p { font-family: F }</style><p>text</p>",
+        "fetch": '<script>fetch("https://api.example.com/hit").catch(() => {})</script>',
         "widget-error": "<p>Error displaying widget: model not found</p>",
         "widget-unrendered": '<script type="application/vnd.jupyter.widget-view+json">'
                              '{"version_major": 2, "version_minor": 0, "model_id": "x"}</script>',
@@ -622,7 +626,8 @@ def test_check_book_fails_on_broken_pages(tmp_path):
                                                           out.stdout, re.M)}
     assert verdicts == {name: "ok" if name in good else "FAIL" for name in pages}, out.stdout
     for reason in ("image did not load: .*nowhere.png", "image did not load: .*corrupt.png",
-                   "not local: https://cdn.jsdelivr.net", "widget placeholder text",
+                   "not local: https://cdn.jsdelivr.net", "not local: https://fonts.example.com/",
+                   "not local: https://api.example.com/hit", "widget placeholder text",
                    "0 of 1 widgets rendered", "cell error output",
                    "request failed: HTTP 404 /_static/theme.css",
                    "concept figure 1 shows no image", "solution 1 has error output",
