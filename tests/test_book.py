@@ -600,6 +600,10 @@ def test_check_book_fails_on_broken_pages(tmp_path):
         "missing-image": '<img src="nowhere.png">',
         "corrupt-image": '<img src="corrupt.png">',
         "cdn": '<script src="https://cdn.jsdelivr.net/npm/requirejs@2.3.8/require.js"></script>',
+        # requests no tag names: a stylesheet's font and a script's fetch()
+        "css-font": "<style>@font-face { font-family: F; src: url(https://fonts.example.com/f.woff2)"
+                    " } p { font-family: F }</style><p>text</p>",
+        "fetch": '<script>fetch("https://api.example.com/hit").catch(() => {})</script>',
         "widget-error": "<p>Error displaying widget: model not found</p>",
         "widget-unrendered": '<script type="application/vnd.jupyter.widget-view+json">'
                              '{"version_major": 2, "version_minor": 0, "model_id": "x"}</script>',
@@ -622,7 +626,8 @@ def test_check_book_fails_on_broken_pages(tmp_path):
                                                           out.stdout, re.M)}
     assert verdicts == {name: "ok" if name in good else "FAIL" for name in pages}, out.stdout
     for reason in ("image did not load: .*nowhere.png", "image did not load: .*corrupt.png",
-                   "not local: https://cdn.jsdelivr.net", "widget placeholder text",
+                   "not local: https://cdn.jsdelivr.net", "not local: https://fonts.example.com/",
+                   "not local: https://api.example.com/hit", "widget placeholder text",
                    "0 of 1 widgets rendered", "cell error output",
                    "request failed: HTTP 404 /_static/theme.css",
                    "concept figure 1 shows no image", "solution 1 has error output",
@@ -736,20 +741,39 @@ def test_small_book_loads_from_a_subpath_with_its_figure(small_book, tmp_path):
     assert "answered by the 404 page" in out.stdout
 
 
-def pdf_problems(pdf: Path, titles: list[str], tmp: Path) -> list[str]:
-    """What is wrong with the book's PDF: unrenderable pages, fewer pages than the book has,
-    a title missing from its text."""
+def printed_parts(book_pdf_output: str) -> list[tuple[str, int]]:
+    """The pages of the book as scripts/book-pdf printed them, in order: (page, PDF pages)."""
+    return [(page, int(n)) for page, n in re.findall(
+        r"^book-pdf: printed (\S+) \((\d+) pages\)$", book_pdf_output, re.M)]
+
+
+def pdf_problems(pdf: Path, parts: list[tuple[str, int]], titles: dict[str, str],
+                 tmp: Path) -> list[str]:
+    """What is wrong with the book's PDF: a page count other than the printed parts' sum,
+    unrenderable pages, a page of the book not in it, a page whose title is not in the text
+    of its own PDF pages (a chapter's title in another page's link would not do)."""
     info = subprocess.run(["pdfinfo", pdf], capture_output=True, text=True, check=True).stdout
     count = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
-    problems = [] if count >= len(titles) else [f"{count} pages for {len(titles)} titles"]
+    printed = sum(n for _, n in parts)
+    problems = [] if count == printed and count >= len(parts) else \
+        [f"{count} pages in the PDF, {printed} printed for {len(parts)} pages of the book"]
     subprocess.run(["pdftoppm", "-r", "12", "-png", pdf, tmp / "page"], check=True, timeout=600)
     rendered = list(tmp.glob("page-*.png"))
     if len(rendered) != count:
         problems.append(f"pdftoppm rendered {len(rendered)} of {count} pages")
-    text = " ".join(subprocess.run(["pdftotext", pdf, "-"], capture_output=True, text=True,
-                                   check=True).stdout.split())
-    problems += [f"title not in the PDF's text: {t!r}" for t in titles
-                 if " ".join(t.split()) not in text]
+    first, ranges = 1, {}
+    for page, n in parts:
+        ranges[page] = (first, first + n - 1)
+        first += n
+    for page, title in titles.items():
+        if page not in ranges:
+            problems.append(f"{page} is not in the PDF")
+            continue
+        a, b = ranges[page]
+        text = " ".join(subprocess.run(["pdftotext", "-f", str(a), "-l", str(b), pdf, "-"],
+                                       capture_output=True, text=True, check=True).stdout.split())
+        if " ".join(title.split()) not in text:
+            problems.append(f"title not in the text of {page} (PDF pages {a}-{b}): {title!r}")
     return problems
 
 
@@ -768,19 +792,33 @@ def test_small_book_as_one_pdf(small_book, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "(4 pages of the book)" in out.stdout, out.stdout   # intro, chapter, two labs
-    titles = [page_title(small_book / p) for p in ("intro.html", "chapters/01-small.html",
-                                                   "labs/01-first.html", "labs/02-second.html")]
-    assert titles == ["A small book", "A small chapter", "Lab 1: the first lab",
-                      "Lab 2: a second"], titles
-    assert not pdf_problems(tmp_path / "book.pdf", titles, tmp_path)
+    parts = printed_parts(out.stdout)
+    pages = ["intro.html", "chapters/01-small.html", "labs/01-first.html", "labs/02-second.html"]
+    assert [page for page, _ in parts] == pages, out.stdout
+    titles = {p: page_title(small_book / p) for p in pages}
+    assert list(titles.values()) == ["A small book", "A small chapter", "Lab 1: the first lab",
+                                     "Lab 2: a second"], titles
+    assert not pdf_problems(tmp_path / "book.pdf", parts, titles, tmp_path)
     text = subprocess.run(["pdftotext", tmp_path / "book.pdf", "-"], capture_output=True,
                           text=True).stdout
     # the Graphviz figure is in the PDF as drawn text, and the collapsed solution was opened
     assert all(node in text for node in ("guestnode", "kvmnode", "qemunode")), text
     assert "solution ['read', 'read', 'write']" in text, text
-    # and the check itself fails on a PDF that lacks a title
-    assert pdf_problems(tmp_path / "book.pdf", titles + ["A missing chapter"], tmp_path) == [
-        "title not in the PDF's text: 'A missing chapter'"]
+    # and the check itself fails: on a title that is in the PDF but not on its page's own
+    # pages (the chapter's title, on lab 1's), and on a page of the book left out
+    start = 1 + sum(n for _, n in parts[:2])
+    end = start + parts[2][1] - 1
+    (tmp_path / "one").mkdir()
+    assert pdf_problems(tmp_path / "book.pdf", parts, {"labs/01-first.html": "A small chapter"},
+                        tmp_path / "one") == [
+        f"title not in the text of labs/01-first.html (PDF pages {start}-{end}): "
+        "'A small chapter'"]
+    (tmp_path / "two").mkdir()
+    total = sum(n for _, n in parts)
+    assert pdf_problems(tmp_path / "book.pdf", parts[:1] + parts[2:],
+                        {"chapters/01-small.html": "A small chapter"}, tmp_path / "two") == [
+        f"{total} pages in the PDF, {total - parts[1][1]} printed for 3 pages of the book",
+        "chapters/01-small.html is not in the PDF"]
 
 
 @pytest.mark.book
@@ -847,6 +885,7 @@ def test_book_builds_and_renders(tmp_path):
     pdf = subprocess.run([REPO / "scripts/book-pdf", "-o", tmp_path / "vmexit.pdf"], cwd=REPO,
                          capture_output=True, text=True, timeout=1200)
     assert pdf.returncode == 0, pdf.stdout + pdf.stderr
-    titles = [page_title(p) for p in chapters_built + sorted(html.glob("labs/*.html"))]
-    assert not pdf_problems(tmp_path / "vmexit.pdf", titles, tmp_path), \
-        pdf_problems(tmp_path / "vmexit.pdf", titles, tmp_path)
+    titles = {p.relative_to(html).as_posix(): page_title(p)
+              for p in chapters_built + sorted(html.glob("labs/*.html"))}
+    problems = pdf_problems(tmp_path / "vmexit.pdf", printed_parts(pdf.stdout), titles, tmp_path)
+    assert not problems, problems
