@@ -439,6 +439,18 @@ def test_lab_hash_changes_with_the_checker_and_the_private_tests(lab, tmp_path):
     assert lab_hash(with_private, "k1") != before
 
 
+def test_lab_hash_covers_the_files_beside_the_checker(tmp_path):
+    """Lab 1's checker assembles tests/guests/*.S: editing one must regrade."""
+    copy = tmp_path / "01-uart"
+    shutil.copytree(REPO / "labs" / "01-uart", copy,
+                    ignore=shutil.ignore_patterns("skeleton", "__pycache__"))
+    uart = load_lab(copy)
+    before = lab_hash(uart, "none")
+    guest = next((copy / "tests" / "guests").glob("*.S"))
+    guest.write_text(guest.read_text() + "\n")
+    assert lab_hash(uart, "none") != before
+
+
 def test_private_tests_add_hidden_tests_after_the_labs_own(lab, tmp_path):
     private = tmp_path / "private"
     private.mkdir()
