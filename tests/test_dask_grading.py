@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 import distributed
+import psutil
 import pytest
 
 from lab_vm.errors import ConfigError
+from lab_vm.grading import dask_pool
 from lab_vm.grading.batch import grade_batch
 from lab_vm.grading.lab import load_lab
 from lab_vm.grading.reaper import tagged as _tagged
@@ -145,8 +147,9 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_grades_only_what_changed(buil
     assert not qemu_processes(), "grading left QEMU running"
 
 
-def test_a_cluster_without_vm_workers_is_refused_before_grading(built, tmp_path):
+def test_a_cluster_without_vm_workers_is_refused_before_grading(built, tmp_path, monkeypatch):
     """Tasks asking for a resource no worker has would wait forever: an error instead."""
+    monkeypatch.setattr(dask_pool, "WORKER_WAIT", 2.0)   # no worker will come: don't wait 60 s
     make_submissions(tmp_path / "submissions", 1, ["solution"])
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   protocol="tcp", host="127.0.0.1", dashboard_address=None,
@@ -155,3 +158,42 @@ def test_a_cluster_without_vm_workers_is_refused_before_grading(built, tmp_path)
             grade_batch(load_lab(LAB), tmp_path / "submissions", tmp_path / "out",
                         scheduler=cluster.scheduler_address, progress=None)
     assert list((tmp_path / "out" / "rows").glob("*")) == []
+
+
+def test_workers_n_is_a_local_cluster_on_127_0_0_1_with_one_vm_per_worker():
+    """``scripts/grade --workers N``: N worker processes, each offering one VM, and every
+    socket the cluster listens on (scheduler, workers, their HTTP /health servers) bound to
+    127.0.0.1. (No VM is started here.)"""
+    with dask_pool.dask_client(workers=2) as client:
+        info = client.scheduler_info(n_workers=-1)
+        assert info["address"].startswith("tcp://127.0.0.1:")
+        workers = info["workers"]
+        assert len(workers) == 2
+        for addr, w in workers.items():
+            assert addr.startswith("tcp://127.0.0.1:"), addr
+            assert w["resources"] == {"VM": 1} and w["nthreads"] == 1
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids      # processes, not threads
+        listening = [(pid, c.laddr) for pid in pids | {os.getpid()}
+                     for c in psutil.Process(pid).net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert len(listening) >= 3, listening          # the scheduler and both workers
+        assert all(laddr.ip == "127.0.0.1" for _, laddr in listening), listening
+
+
+def test_a_worker_that_joins_late_is_waited_for():
+    """Lab machines and Slurm jobs join a scheduler when they can: the check waits for the
+    first worker that offers VM instead of refusing a cluster that is still starting."""
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, resources={"VM": 1},
+                                  processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=50) as cluster, \
+            distributed.Client(cluster) as client:
+        assert not client.scheduler_info(n_workers=-1)["workers"]
+        timer = threading.Timer(2.0, cluster.scale, args=(1,))
+        timer.start()
+        start = time.monotonic()
+        try:
+            dask_pool._check_resources(client, cluster.scheduler_address)
+        finally:
+            timer.join()
+        assert 1.5 < time.monotonic() - start < dask_pool.WORKER_WAIT

@@ -8,9 +8,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from lab_vm.grading.markers import (C, HASH, MarkerError, hidden_tests, render,
 from lab_vm.grading.sandbox import INSIDE, Sandbox
 
 from conftest import REPO, qemu_processes
-from grading_fixtures import LAB, PWNED, PWNED_BESIDE, as_tar, make_fixtures, symlink
+from grading_fixtures import (LAB, PWNED, PWNED_BESIDE, as_tar, make_fixtures,
+                              make_submissions, symlink)
 
 LAB_DIR = LAB
 VENV_BIN = REPO / ".venv" / "bin"
@@ -349,6 +352,49 @@ def test_grade_gives_each_fixture_its_verdict_and_points(lab, built, tmp_path, r
     assert not qemu_processes(str(tmp)), "the grader left QEMU running"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_an_interrupted_batch_keeps_its_rows_and_a_rerun_grades_the_rest(built, tmp_path,
+                                                                          request):
+    """Ctrl-C in the middle of scripts/grade: every submission graded so far keeps its row and
+    feedback (the one running finishes and is kept), nothing is half-written, no QEMU stays;
+    the same command again grades only the rest."""
+    subs = tmp_path / "submissions"
+    expected = make_submissions(subs, 3, ["solution", "compile-error", "skeleton"])
+    tmp = Path(tempfile.mkdtemp(prefix="vg-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    out = tmp_path / "results"
+    cmd = [REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out, "--parallel", "1"]
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not list((out / "rows").glob("*.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    rows = sorted(p.stem for p in (out / "rows").glob("*.json"))
+    # One at a time, in name order: compile-error-01's row came first, skeleton-02 was
+    # running then and is kept, solution-00 never started.
+    assert rows == ["compile-error-01", "skeleton-02"], (rows, err)
+    assert sorted(p.stem for p in (out / "feedback").glob("*.txt")) == rows
+    assert not list(out.rglob("*.tmp")) and not (out / "grades.csv").exists()
+    for name in rows:
+        row = json.loads((out / "rows" / f"{name}.json").read_text())
+        assert (row["report"]["verdict"], row["report"]["score"]) == \
+            (expected[name].verdict, expected[name].total)
+    assert not qemu_processes(str(tmp)), "an interrupted batch left QEMU running"
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"grading {len(expected) - len(rows)} of {len(expected)} submissions" in \
+        again.stderr, again.stderr
+    with open(out / "grades.csv") as f:
+        got = {row["student"]: (row["verdict"], int(row["total"])) for row in csv.DictReader(f)}
+    assert got == {s: (e.verdict, e.total) for s, e in expected.items()}
+
+
 # -- streamed results, LMS sheets, private tests (no VM) -----------------------------------
 from lab_vm.errors import ConfigError  # noqa: E402
 from lab_vm.grading.private import with_private_tests  # noqa: E402
@@ -437,6 +483,18 @@ def test_lab_hash_changes_with_the_checker_and_the_private_tests(lab, tmp_path):
     before = lab_hash(with_private, "k1")
     (private / "check_more.py").write_text(PRIVATE_CHECKER.replace("7,", "8,"))
     assert lab_hash(with_private, "k1") != before
+
+
+def test_lab_hash_covers_the_files_beside_the_checker(tmp_path):
+    """Lab 1's checker assembles tests/guests/*.S: editing one must regrade."""
+    copy = tmp_path / "01-uart"
+    shutil.copytree(REPO / "labs" / "01-uart", copy,
+                    ignore=shutil.ignore_patterns("skeleton", "__pycache__"))
+    uart = load_lab(copy)
+    before = lab_hash(uart, "none")
+    guest = next((copy / "tests" / "guests").glob("*.S"))
+    guest.write_text(guest.read_text() + "\n")
+    assert lab_hash(uart, "none") != before
 
 
 def test_private_tests_add_hidden_tests_after_the_labs_own(lab, tmp_path):

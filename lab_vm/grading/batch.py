@@ -132,11 +132,18 @@ def _grade_here(lab: Lab, subs: list[Submission], finished, *, parallel: int,
         with concurrent.futures.ThreadPoolExecutor(parallel, "grade") as pool:
             futures = {pool.submit(grade_submission, lab, sub, scratch_root, kernel=kernel,
                                    helpers=helpers): sub for sub in subs}
+            done: set = set()
             try:
                 for future in concurrent.futures.as_completed(futures):
+                    done.add(future)
                     finished(futures[future], future.result())
             except BaseException:
+                # Ctrl-C: the gradings already running finish (their threads cannot be
+                # stopped, and their VMs end with them); keep their rows, start no more.
                 pool.shutdown(wait=True, cancel_futures=True)
+                for future, sub in futures.items():
+                    if future not in done and future.done() and not future.cancelled():
+                        finished(sub, future.result())
                 raise
     finally:
         shutil.rmtree(scratch_root, ignore_errors=True)

@@ -7,10 +7,14 @@ work to a cluster that runs already (``dask scheduler`` on one machine and
 machine, or dask-jobqueue's SLURMCluster on a Slurm site: labs/README.md).
 Each submission is one task that asks for the abstract resource ``VM`` (the
 scheduler never runs more of them on a worker than the VMs it was given),
-``pure=False`` (grading the same file twice is two gradings) and ``retries=1``.
-A task whose worker dies is given to another worker by the scheduler; the
-results stream back to the machine that submitted them, which writes them
-(store.py) as they come.
+``pure=False`` (grading the same file twice is two gradings) and ``retries=1``
+(one more try if the task itself raises, which grade_task avoids: its failures
+are rows). A lost worker is not an exception in the task: the scheduler hands
+the tasks that were running on it to another worker, up to the scheduler's
+``distributed.scheduler.allowed-failures`` (3 by default) lost workers per task,
+then gives up with KilledWorker, which becomes the row's verdict ``error`` (and
+a rerun tries it again). The results stream back to the machine that submitted
+them, which writes them (store.py) as they come.
 
 Inside a task, grading is what it is everywhere: :func:`submission.grade_submission`
 (safe unpack, sandboxed build, the module only in a fresh VM). Workers read the
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 VM = "VM"                       # the abstract resource: VMs a worker may run at once
 CONNECT_TIMEOUT = 30.0          # s to reach an existing scheduler
+WORKER_WAIT = 60.0              # s to wait for a worker that offers VM (workers still joining)
 
 
 @contextlib.contextmanager
@@ -82,14 +87,24 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
 
 
 def _check_resources(client, scheduler: str) -> None:
-    """Tasks that ask for a resource no worker has would wait forever: say so instead."""
-    workers = client.scheduler_info().get("workers", {})
+    """Tasks that ask for a resource no worker has would wait forever: say so instead.
+
+    Workers may still be joining (lab machines starting up, Slurm jobs leaving the queue):
+    wait up to WORKER_WAIT seconds for one that offers the resource."""
+    timeout = WORKER_WAIT
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+        if any(w.get("resources", {}).get(VM) for w in workers.values()):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     if not workers:
-        raise ConfigError(f"the Dask scheduler {scheduler} has no workers: start some with "
-                          f"`dask worker {scheduler} --resources {VM}=2`")
-    if not any(w.get("resources", {}).get(VM) for w in workers.values()):
-        raise ConfigError(f"no worker of {scheduler} offers the resource {VM}: start them "
-                          f"with `dask worker {scheduler} --resources {VM}=2` (VMs per machine)")
+        raise ConfigError(f"the Dask scheduler {scheduler} has no workers after {timeout:.0f} "
+                          f"s: start some with `dask worker {scheduler} --resources {VM}=2`")
+    raise ConfigError(f"no worker of {scheduler} offers the resource {VM}: start them "
+                      f"with `dask worker {scheduler} --resources {VM}=2` (VMs per machine)")
 
 
 def grade_on_dask(client, lab: Lab, kernel: Kernel | None, subs: list, finished: Callable,

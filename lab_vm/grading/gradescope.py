@@ -60,10 +60,22 @@ EXECUTABLE = 0o755
 
 # -- results.json --------------------------------------------------------------------------
 def results_json(report: Report, *, execution_time: float | None = None) -> dict:
-    """Gradescope's results.json for one graded submission."""
+    """Gradescope's results.json for one graded submission.
+
+    Students see results.json as soon as it is written and may resubmit at will, so what a
+    hidden test did stays in that test (``after_published``): if the run ended in a hidden
+    test (a panic, a timeout), the verdict and its console excerpt go into that test's output,
+    not into the top-level output students see at once."""
+    ended_in = next((r for r in report.results if r.status == "error"), None)
+    hide_verdict = report.verdict != R.OK and ended_in is not None and ended_in.hidden
+    verdict = [f"verdict: {report.verdict} — {R.VERDICT_TEXT.get(report.verdict, '')}"]
+    if report.verdict != R.OK and report.detail:
+        verdict.append(R.cap(report.detail))
     tests = []
     for n, r in enumerate(report.results, start=1):
         lines = [] if r.passed else [r.message] + ([f"fix: {r.fix}"] if r.fix else [])
+        if hide_verdict and r is ended_in:
+            lines += verdict
         tests.append({
             "name": r.title,
             "number": str(n),
@@ -73,9 +85,8 @@ def results_json(report: Report, *, execution_time: float | None = None) -> dict
             "output": "\n".join(line for line in lines if line),
             "visibility": "after_published" if r.hidden else "visible",
         })
-    overall = [f"verdict: {report.verdict} — {R.VERDICT_TEXT.get(report.verdict, '')}"]
-    if report.verdict != R.OK and report.detail:
-        overall.append(R.cap(report.detail))
+    overall = (["the run ended in a hidden test: what happened is shown with it once grades "
+                "are published"] if hide_verdict else verdict)
     overall += [f"warning: {w}" for w in report.warnings[:10]]
     return {
         "score": report.score,

@@ -5,9 +5,9 @@ submission the moment its grade is known, each atomically (a temporary file in
 the same folder, then ``rename``), feedback first: a row on disk always has its
 feedback, and an interrupted batch (Ctrl-C, a lost machine) keeps every grade
 it finished. A row carries two keys: the hash of the submission's content and
-the hash of everything else its grade depends on (the lab's checker, build
-files, helpers and settings, the private tests, the kernel it was built
-against). A rerun into the same folder reuses a row whose keys both match and
+the hash of everything else its grade depends on (the lab's checker and the
+files beside it, build files, helpers and settings, the private tests, the
+kernel it was built against). A rerun into the same folder reuses a row whose keys both match and
 grades the rest, so it grades only what is missing or whose input changed (and what the
 grader itself failed on: batch.py retries the verdict ``error``).
 """
@@ -82,12 +82,20 @@ def lab_hash(lab, kernel_key: str) -> str:
     from .private import private_files
 
     h = hashlib.sha256(f"grader {GRADER_VERSION}\0kernel {kernel_key}\0".encode())
-    files = [lab.root / "lab.toml", lab.checker, *lab.helpers,
+    # The checker's whole folder: a checker reads files beside it (lab 1's guests/*.S).
+    beside = sorted(p for p in lab.checker.parent.rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts)
+    files = [lab.root / "lab.toml", lab.checker, *beside, *lab.helpers,
              *(lab.build_file(name) for name in lab.build)]
     if lab.private_tests is not None:
         files += private_files(lab.private_tests)
+    seen: set[Path] = set()
     for path in files:
-        h.update(f"{path.name}\0".encode())
+        if path in seen:
+            continue
+        seen.add(path)
+        name = path.relative_to(lab.root) if path.is_relative_to(lab.root) else path.name
+        h.update(f"{name}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 

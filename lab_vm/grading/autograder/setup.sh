@@ -4,6 +4,10 @@
 # The package names are noble's: libelf1t64 is libelf1 after the 64-bit time_t rename;
 # gcc-12 is the GCC major version Debian bookworm built the shipped lab kernel with
 # (noble's default gcc is 13; a module should be built by the kernel's own compiler).
+# Checked against published noble package records (the Debian machine that makes this zip
+# cannot install them): gcc-12 12.3.0-17ubuntu1, libelf1t64 0.190-1.1build4, qemu-system-x86
+# 1:8.2.2+ds-0ubuntu1. Of the kernel tree's build tools in the zip, only objtool links more
+# than libc: libelf.so.1 (libelf1t64) and libz.so.1 (zlib1g, in every Ubuntu image).
 set -euo pipefail
 SRC=${AUTOGRADER_ROOT:-/autograder}/source/vmexit
 export DEBIAN_FRONTEND=noninteractive
