@@ -36,6 +36,14 @@ From this folder, with the `lab_vm` package installed (the vmexit repository's `
 lab-vm check .
 ```
 
+or, with nothing installed but podman (or docker) and your course's `vmexit` image (the vmexit
+repository's README, "In a container"):
+
+```sh
+podman run --rm --security-opt seccomp=unconfined --security-opt unmask=ALL \\
+    -v "$PWD":/lab -w /lab vmexit lab-vm check .
+```
+
 It builds {sources} with the lab's own `{build}` against the lab kernel, boots a
 fresh lab VM{devices}, runs the public tests of `tests/` inside it and prints
 each test's points, what to fix for each failure, and as its last line
