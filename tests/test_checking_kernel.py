@@ -245,8 +245,10 @@ def memory_bugs() -> str:
     # a leak per open: a scratch buffer nobody frees
     src = edit(src, "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
                "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
-               "\tchar *scratch = kmalloc(96, GFP_KERNEL);\n\n"
-               "\tif (scratch)\n\t\tmemset(scratch, 0x5a, 96);\n"
+               "\tchar *scratch;\n\tint i;\n\n"
+               "\tfor (i = 0; i < 4; i++) {\n"
+               "\t\tscratch = kmalloc(96, GFP_KERNEL);\n"
+               "\t\tif (scratch)\n\t\t\tmemset(scratch, 0x5a, 96);\n\t}\n"
                "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
                "static const struct file_operations histogram_fops = {\n"
                "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
@@ -296,12 +298,16 @@ def write_past_the_end() -> str:
 
 
 def leak_per_open() -> str:
-    """A scratch buffer allocated at every open of the histogram and never freed: the one bug
-    of memory_bugs() that lives on after rmmod, alone."""
+    """Scratch buffers allocated at every open of the histogram and never freed: the one bug
+    of memory_bugs() that lives on after rmmod, alone. Four of them: the last pointer can
+    linger in a stale stack slot, which kmemleak scans (a false negative, as its
+    documentation warns), while the ones the loop overwrote have no reference left."""
     src = edit(hrlate(), "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
                "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
-               "\tchar *scratch = kmalloc(96, GFP_KERNEL);\n\n"
-               "\tif (scratch)\n\t\tmemset(scratch, 0x5a, 96);\n"
+               "\tchar *scratch;\n\tint i;\n\n"
+               "\tfor (i = 0; i < 4; i++) {\n"
+               "\t\tscratch = kmalloc(96, GFP_KERNEL);\n"
+               "\t\tif (scratch)\n\t\t\tmemset(scratch, 0x5a, 96);\n\t}\n"
                "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
                "static const struct file_operations histogram_fops = {\n"
                "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
@@ -415,9 +421,9 @@ def test_a_write_past_the_end_of_an_allocation_is_out_of_bounds(checking):
 
 @pytest.mark.slow
 def test_an_allocation_leaked_per_open_is_a_leak(checking):
-    # the histogram test opens the file once, more than 5 s (kmemleak's minimum age) before
-    # the scans that follow the last test's rmmod
-    report = grade_source(leak_per_open(), only=["histogram", "clean_removal"])
+    # the histogram test opens the file once; the grader's last kmemleak scan waits until
+    # what the module allocated is 5 s old (kmemleak's minimum age), so running it last is enough
+    report = grade_source(leak_per_open(), only=["histogram"])
     got = verdicts(report)
     assert set(got) == {reports.LEAK}, [(r.name, r.message[:200]) for r in report.results]
     assert "histogram_open" in got[reports.LEAK].message, got[reports.LEAK].message
