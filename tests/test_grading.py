@@ -371,6 +371,10 @@ def test_an_interrupted_batch_keeps_its_rows_and_a_rerun_grades_the_rest(built, 
     while not list((out / "rows").glob("*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.2)
+    # compile-error-01 (no VM) is done; interrupt once skeleton-02's VM runs, not in between
+    while not qemu_processes(str(tmp)) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
