@@ -242,17 +242,7 @@ def memory_bugs() -> str:
     src = edit(src, "hist[i]);\n\t/* END TODO 8 */\n",
                "hist[i]);\n\tkfree(hist);\n\thist[0] = 0;\t\t/* \"done\": after the kfree */\n"
                "\t/* END TODO 8 */\n")
-    # a leak per open: a scratch buffer nobody frees
-    src = edit(src, "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
-               "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
-               "\tchar *scratch;\n\tint i;\n\n"
-               "\tfor (i = 0; i < 4; i++) {\n"
-               "\t\tscratch = kmalloc(96, GFP_KERNEL);\n"
-               "\t\tif (scratch)\n\t\t\tmemset(scratch, 0x5a, 96);\n\t}\n"
-               "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
-               "static const struct file_operations histogram_fops = {\n"
-               "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
-               "\t.llseek = seq_lseek,\n\t.release = single_release,\n};\n")
+    src = leak_at_open(src)            # scratch buffers nobody frees
     # the timer still armed when the module's memory goes
     src = edit(src, "\thrtimer_cancel(&timer);\n\t/* END TODO 9 */\n", "\t/* END TODO 9 */\n")
     return edit(src, "#include <linux/seq_file.h>\n",
@@ -297,22 +287,26 @@ def write_past_the_end() -> str:
                 "#include <linux/seq_file.h>\n#include <linux/slab.h>\n")
 
 
+def leak_at_open(src: str) -> str:
+    """Scratch buffers allocated at every open of the histogram and never freed. Four of
+    them: the last pointer can linger in a stale stack slot, which kmemleak scans (a false
+    negative, as its documentation warns), while the ones the loop overwrote have no
+    reference left."""
+    return edit(src, "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
+                "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
+                "\tchar *scratch;\n\tint i;\n\n"
+                "\tfor (i = 0; i < 4; i++) {\n"
+                "\t\tscratch = kmalloc(96, GFP_KERNEL);\n"
+                "\t\tif (scratch)\n\t\t\tmemset(scratch, 0x5a, 96);\n\t}\n"
+                "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
+                "static const struct file_operations histogram_fops = {\n"
+                "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
+                "\t.llseek = seq_lseek,\n\t.release = single_release,\n};\n")
+
+
 def leak_per_open() -> str:
-    """Scratch buffers allocated at every open of the histogram and never freed: the one bug
-    of memory_bugs() that lives on after rmmod, alone. Four of them: the last pointer can
-    linger in a stale stack slot, which kmemleak scans (a false negative, as its
-    documentation warns), while the ones the loop overwrote have no reference left."""
-    src = edit(hrlate(), "DEFINE_SHOW_ATTRIBUTE(histogram);\n",
-               "static int histogram_open(struct inode *inode, struct file *file)\n{\n"
-               "\tchar *scratch;\n\tint i;\n\n"
-               "\tfor (i = 0; i < 4; i++) {\n"
-               "\t\tscratch = kmalloc(96, GFP_KERNEL);\n"
-               "\t\tif (scratch)\n\t\t\tmemset(scratch, 0x5a, 96);\n\t}\n"
-               "\treturn single_open(file, histogram_show, inode->i_private);\n}\n\n"
-               "static const struct file_operations histogram_fops = {\n"
-               "\t.owner = THIS_MODULE,\n\t.open = histogram_open,\n\t.read = seq_read,\n"
-               "\t.llseek = seq_lseek,\n\t.release = single_release,\n};\n")
-    return edit(src, "#include <linux/seq_file.h>\n",
+    """The one bug of memory_bugs() that lives on after rmmod, alone."""
+    return edit(leak_at_open(hrlate()), "#include <linux/seq_file.h>\n",
                 "#include <linux/seq_file.h>\n#include <linux/slab.h>\n")
 
 
