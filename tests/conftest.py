@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,6 +29,14 @@ def qemu_processes(marker: str = SUITE_TMP) -> list[str]:
     """Command lines of running QEMUs whose files live under ``marker``."""
     out = subprocess.run(["pgrep", "-a", "-f", "qemu-system"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if marker in line]
+
+
+def sigint_as_at_a_terminal() -> None:
+    """A Popen ``preexec_fn``: SIGINT back to its default, as Ctrl-C at a terminal finds it.
+    A job a non-interactive shell starts in the background (``cmd &``, as some CI runners
+    do) inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored, so a test that
+    interrupts a child would otherwise depend on how the suite was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def suite_processes(name: str) -> list[str]:

@@ -27,7 +27,7 @@ from lab_vm.grading.markers import (C, HASH, MarkerError, hidden_tests, render,
                                     solution_lines, strip_hidden)
 from lab_vm.grading.sandbox import INSIDE, Sandbox
 
-from conftest import REPO, qemu_processes
+from conftest import REPO, qemu_processes, sigint_as_at_a_terminal
 from grading_fixtures import (LAB, PWNED, PWNED_BESIDE, as_tar, make_fixtures,
                               make_submissions, symlink)
 
@@ -366,7 +366,8 @@ def test_an_interrupted_batch_keeps_its_rows_and_a_rerun_grades_the_rest(built, 
     out = tmp_path / "results"
     cmd = [REPO / "scripts" / "grade", "02-edu-driver", subs, "--out", out, "--parallel", "1"]
     env = {**os.environ, "TMPDIR": str(tmp)}
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
     deadline = time.monotonic() + 600
     while not list((out / "rows").glob("*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()

@@ -13,7 +13,7 @@ import pytest
 from lab_vm.errors import ConfigError, GuestPanic, GuestTimeout, MissingArtifact, CommandFailed
 from lab_vm.vm.machine import LabVM
 
-from conftest import REPO, qemu_processes
+from conftest import REPO, qemu_processes, sigint_as_at_a_terminal
 
 
 @pytest.mark.smoke
@@ -114,7 +114,7 @@ def test_sigint_leaves_no_qemu(built, tmp_path):
             time.sleep(120)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=REPO)
+                            cwd=REPO, preexec_fn=sigint_as_at_a_terminal)
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert qemu_processes(marker), "the child's QEMU should be running"
