@@ -99,6 +99,31 @@ def test_sample_collects_count_with_monotonic_timestamps(dvm):
     assert all(isinstance(r["jiffies"], int) for r in records)
 
 
+def test_sample_at_an_entry_nop_moves_past_it_and_the_guest_reads_right(dvm):
+    # ksys_read's entry is ftrace's NOP: sample() moves the PC past it instead of stepping.
+    # Had it skipped anything else, dd's reads would go wrong or the guest would crash.
+    with dvm.debugger() as dbg:
+        load = dvm.start("dd if=/dev/zero of=/dev/null bs=1 count=20000 2>&1")
+        records = dbg.sample("ksys_read", ["count"], count=100, timeout=120)
+        assert dbg.nop_skipped == 99        # every hit but the last, where the sample stops
+        counts = [r["count"] for r in records]     # dd's one-byte reads, and the shell's
+        assert all(isinstance(c, int) and c > 0 for c in counts)
+        assert counts.count(1) >= 50
+    assert "20000+0 records in" in load.wait(timeout=120, check=True).text
+
+
+def test_sample_steps_over_a_traced_entry_and_ftrace_sees_every_call(dvm):
+    # Traced, the entry is a call into ftrace, not a NOP: it must run, not be skipped.
+    with dvm.ftrace(tracer="function", functions=["ksys_read"]) as trace:
+        with dvm.debugger() as dbg:
+            load = dvm.start("dd if=/dev/zero of=/dev/null bs=1 count=20000")
+            records = dbg.sample("ksys_read", ["count"], count=30, timeout=120)
+            assert dbg.nop_skipped == 0
+        load.wait(timeout=120, check=True)
+    assert len(records) == 30
+    assert trace.text.count("ksys_read <-") >= 20000
+
+
 def test_bad_symbol_and_bad_expression_raise(dvm):
     with dvm.debugger() as dbg:
         with pytest.raises(DebuggerError, match="no_such_function_xyz"):

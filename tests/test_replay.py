@@ -62,6 +62,8 @@ def test_two_replays_sample_identical_values(recording):
         with Replay(folder) as rp, rp.debugger() as dbg:
             records = dbg.sample("ksys_write", ["count", "jiffies_64", "$lx_current().pid"],
                                  count=20, timeout=120)
+            # a skipped entry NOP would change the instruction count and the replay
+            assert dbg.nop_skipped == 0
             samples.append([{k: v for k, v in r.items() if k != "t"} for r in records])
     assert len(samples[0]) == 20
     assert samples[0] == samples[1]

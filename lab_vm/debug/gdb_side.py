@@ -13,6 +13,17 @@ MAX_DEPTH = 3
 MAX_ELEMENTS = 64
 
 
+_types = {}
+
+
+def _unsigned_long():
+    # looked up once: a lookup searches every compilation unit of vmlinux, milliseconds a
+    # time, and a sampler converts pointers at every hit
+    if "unsigned long" not in _types:
+        _types["unsigned long"] = gdb.lookup_type("unsigned long")
+    return _types["unsigned long"]
+
+
 def to_python(value, depth=0):
     """A gdb.Value as plain JSON-able Python: ints, floats, strings, lists, dicts."""
     t = value.type.strip_typedefs()
@@ -22,7 +33,7 @@ def to_python(value, depth=0):
                     gdb.TYPE_CODE_CHAR):
             return int(value)
         if code == gdb.TYPE_CODE_PTR:
-            return int(value.cast(gdb.lookup_type("unsigned long")))
+            return int(value.cast(_unsigned_long()))
         if code == gdb.TYPE_CODE_FLT:
             return float(value)
         if code == gdb.TYPE_CODE_ARRAY:
@@ -90,15 +101,29 @@ def backtrace(limit=64):
     return json.dumps(frames)
 
 
+# The 5-byte NOP at the entry of every function ftrace can trace (``call __fentry__`` in
+# vmlinux, patched to x86_nops[5] at boot; a call again while the function is traced).
+FENTRY_NOP = b"\x0f\x1f\x44\x00\x00"
+
+
 class Sampler(gdb.Breakpoint):
-    """Records expressions at every hit without stopping; stops once ``count`` are in."""
+    """Records expressions at every hit without stopping; stops once ``count`` are in.
+
+    With ``skip_nop``, a hit on a NOP is stepped over by moving the PC past it, as Linux's
+    uprobes emulate a NOP instead of single-stepping it: gdb would take the breakpoint out,
+    single-step (a stop and a resume of the whole VM in QEMU) and put it back. Measured
+    beside each other (``lab-vm bench gdb``) a hit costs about a third as long. Never in a
+    recording or replay: there the skipped instruction would change the instruction count.
+    """
 
     active = {}
 
-    def __init__(self, spec, expressions, count):
+    def __init__(self, spec, expressions, count, skip_nop=False):
         super().__init__(spec, internal=False)
         self.expressions = expressions
         self.count = count
+        self.skip_nop = skip_nop
+        self.skipped = 0
         self.records = []
         self.errors = 0
         Sampler.active[self.number] = self
@@ -114,19 +139,32 @@ class Sampler(gdb.Breakpoint):
                 if self.errors == 1:
                     record["error"] = str(exc)
         self.records.append(record)
-        return len(self.records) >= self.count
+        if len(self.records) >= self.count:
+            return True
+        if self.skip_nop:
+            self._skip_fentry_nop()
+        return False
+
+    def _skip_fentry_nop(self):
+        # Read at each hit, not once: the guest may start tracing the function (a call then).
+        # gdb checks whether the thread still sits on a breakpoint from the PC it reads back
+        # after stop(), so moving the PC here means no step-over at all.
+        pc = gdb.selected_frame().pc()
+        if bytes(gdb.selected_inferior().read_memory(pc, len(FENTRY_NOP))) == FENTRY_NOP:
+            gdb.execute("set var $pc = %d" % (pc + len(FENTRY_NOP)))
+            self.skipped += 1
 
 
 # By default gdb takes every breakpoint out of the guest at each stop and puts it back before
-# resuming: two more gdbstub round trips (and QEMU TB flushes) per hit. Kept inserted while a
-# sampler runs, a hit costs what QEMU's stop and resume cost: measured 118 -> 165 hits/s, the
-# rate of a raw remote-protocol client (lab-vm bench gdb).
+# resuming: two more gdbstub round trips per hit (QEMU 7.2 checks breakpoints when it looks up
+# a translation block: inserting one flushes nothing). Kept inserted while a sampler runs: once
+# measured 118 -> 165 hits/s, the rate of a raw remote-protocol client (lab-vm bench gdb).
 ALWAYS_INSERTED = "breakpoint always-inserted"
 _saved_always_inserted = []
 
 
-def sampler_start(spec, expressions, count):
-    sampler = Sampler(spec, expressions, count)
+def sampler_start(spec, expressions, count, skip_nop=False):
+    sampler = Sampler(spec, expressions, count, skip_nop)
     if sampler.pending:     # the Python API makes pending breakpoints regardless of settings
         Sampler.active.pop(sampler.number).delete()
         raise gdb.GdbError("no such function or line: %s" % spec)
@@ -138,12 +176,12 @@ def sampler_start(spec, expressions, count):
 
 def sampler_take(number):
     s = Sampler.active.pop(number)
-    records = s.records
+    taken = {"records": s.records, "nop_skipped": s.skipped}
     s.delete()
     if not Sampler.active and _saved_always_inserted:
         gdb.execute("set %s %s" % (ALWAYS_INSERTED,
                                     "on" if _saved_always_inserted.pop() else "off"))
-    return json.dumps(records)
+    return json.dumps(taken)
 
 
 def bridge_on_demand(serve_s):

@@ -62,6 +62,7 @@ class Debugger:
         self.attach_time: float | None = None
         self._closed = False
         self._running = False     # the guest runs (gdb is in "continue &")
+        self.nop_skipped = 0      # hits of the last sample() stepped over without a step
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> "Debugger":
@@ -378,11 +379,15 @@ class Debugger:
         per expression. The guest runs at gdbstub speed between hits; records come
         back in one transfer. On timeout: the partial list if ``allow_partial``,
         else GuestTimeout.
+
+        At a function's entry, where ftrace leaves a 5-byte NOP, a hit costs one stop of
+        the VM instead of two: the PC is moved past the NOP rather than single-stepped
+        (not in a recording or replay; ``nop_skipped`` says how many hits were).
         """
         self._check()
         try:
             number = self._python(f"sampler_start({location!r}, {list(expressions)!r}, "
-                                  f"{int(count)})")
+                                  f"{int(count)}, {not self._counts_instructions()})")
         except DebuggerError as exc:
             raise DebuggerError(f"cannot sample at {location!r}: {exc.message}") from None
         timed_out = None
@@ -390,11 +395,18 @@ class Debugger:
             self.cont(timeout=timeout)
         except GuestTimeout as exc:
             timed_out = exc
-        records = self._python(f"sampler_take({number})")
+        taken = self._python(f"sampler_take({number})")
+        records = taken["records"]
+        self.nop_skipped = taken["nop_skipped"]
         if timed_out is not None and not allow_partial:
             raise GuestTimeout(f"only {len(records)} of {count} hits of {location} within "
                                f"{timeout:g} s", output=timed_out.output) from None
         return records
+
+    def _counts_instructions(self) -> bool:
+        """Whether the VM records or replays: every instruction counts, none may be skipped."""
+        mode = getattr(self.vm, "mode", None)
+        return bool(getattr(mode, "icount", False))
 
 
 def _gdb_message(exc: BaseException) -> str:

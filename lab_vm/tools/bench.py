@@ -205,41 +205,64 @@ def virtme_ng(runs: int = 1) -> tuple[float | None, str]:
     return statistics.median(times), f"vng -r {release} --disable-kvm -- true"
 
 
+# Where the benchmark samples: ksys_read's entry (ftrace's NOP: sample() moves the PC past it,
+# one stop of the VM per hit) and the instruction after it (push %rbp: gdb takes the
+# breakpoint out, single-steps, puts it back, two stops per hit).
+SAMPLED = "ksys_read"
+SAMPLED_STEPPED = "*ksys_read+5"
+# ftrace's entry NOP as the gdbstub reads it out (gdb_side.FENTRY_NOP: that module runs
+# inside gdb and is not importable here; tests/test_bench.py checks they agree)
+FENTRY_NOP_HEX = b"0f1f440000"
+NOP_LENGTH = len(FENTRY_NOP_HEX) // 2
+
+
 def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
                 timeout: float = 120.0) -> dict:
     """Bulk sampling inside gdb beside the gdbstub's ceiling, a plain batch gdb and a naive
     pwntools loop, on the same VM and function (``ksys_read`` under a ``dd bs=1`` load).
 
-    ``sample()`` and the raw remote-protocol client (and plain gdb) take turns, ``rounds`` times,
-    ``samples / rounds`` hits each: on a host shared with other work the speed changes
-    within seconds, and both sides of a ratio must see the same host. (QEMU's gdbstub
-    serves one client: gdb disconnects while the raw client runs, then reconnects.) Each
-    step raises within ``timeout`` seconds instead of waiting on: the benchmark never hangs.
+    The ceiling is a raw remote-protocol client doing per hit what gdb must: at the entry
+    NOP it moves the PC past it (one stop and resume), elsewhere it takes the breakpoint
+    out, single-steps and puts it back (two). ``sample()`` is measured at both places,
+    each beside the client doing the same thing.
+
+    The measurements take turns, ``rounds`` times, ``samples / rounds`` hits each: on a host
+    shared with other work the speed changes within seconds, and both sides of a ratio must
+    see the same host. (QEMU's gdbstub serves one client: gdb disconnects while the raw
+    client runs, then reconnects.) Each step raises within ``timeout`` seconds instead of
+    waiting on: the benchmark never hangs.
     """
     figures: dict = {}
     per_round = max(1, samples // rounds)
+    rates: dict[str, list[float]] = {k: [] for k in ("raw_step", "raw_skip", "plain",
+                                                      "sample", "sample_step")}
     with LabVM(name="bench-gdb", boot_timeout=timeout) as vm:
         # One read syscall per byte keeps ksys_read hot for every measurement.
         load = vm.start("dd if=/dev/zero of=/dev/null bs=1 count=1000000000")
         port = vm.enable_gdbstub()
-        bulk, raw, plain = [], [], []
         with vm.debugger(timeout=timeout) as dbg:
             figures["attach_s"] = round(dbg.attach_time, 3)
 
-            def measure_without_us():          # the raw client, then a plain gdb
+            def measure_without_us():          # the raw clients, then a plain gdb
                 dbg.execute("disconnect")
                 vm.resume_if_paused()           # disconnecting leaves the guest stopped
-                raw.append(_step("raw gdbstub client",
-                                 lambda: _raw_gdbstub_rate(vm, per_round, timeout)))
-                plain.append(_step("plain gdb",
-                                   lambda: _plain_gdb_rate(vm, per_round, timeout)))
+                for key, skip in (("raw_step", False), ("raw_skip", True)):
+                    rates[key].append(_step(f"raw gdbstub client ({key})", lambda skip=skip:
+                                            _raw_gdbstub_rate(vm, per_round, timeout,
+                                                              skip_nop=skip)))
+                rates["plain"].append(_step("plain gdb",
+                                            lambda: _plain_gdb_rate(vm, per_round, timeout)))
                 dbg.execute(f"target remote 127.0.0.1:{port}")
 
             def measure_sample():
-                start = time.monotonic()
-                records = _step("sample()", lambda: dbg.sample(
-                    "ksys_read", ["count"], count=per_round, timeout=timeout))
-                bulk.append(len(records) / (time.monotonic() - start))
+                for key, where in (("sample", SAMPLED), ("sample_step", SAMPLED_STEPPED)):
+                    start = time.monotonic()
+                    records = _step(f"sample() at {where}", lambda where=where: dbg.sample(
+                        where, ["count"], count=per_round, timeout=timeout))
+                    rates[key].append(len(records) / (time.monotonic() - start))
+                    skipped = dbg.nop_skipped
+                    if (skipped > 0) != (where == SAMPLED):    # the figures would lie
+                        raise DebuggerError(f"sample() at {where} skipped {skipped} NOPs")
 
             for i in range(rounds):
                 # Which goes first alternates: a load that rises (or falls) during the run
@@ -247,7 +270,7 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
                 for measure in ((measure_without_us, measure_sample) if i % 2 == 0
                                 else (measure_sample, measure_without_us)):
                     measure()
-            bp = dbg.break_at("ksys_read")
+            bp = dbg.break_at(SAMPLED)
             start = time.monotonic()
             for _ in range(naive_hits):
                 dbg.cont(timeout=timeout)
@@ -258,20 +281,31 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
         # ftrace beside it: the same function, counted inside the guest by a kprobe event
         kprobe = _step("kprobe event", lambda: _kprobe_rate(vm, timeout=timeout))
     med = statistics.median
-    ratios = [b / r for b, r in zip(bulk, raw)]
+
+    def ratio(a: str, b: str) -> float:
+        # the median of each round's ratio: both sides of a round saw the same host
+        return round(med(x / y for x, y in zip(rates[a], rates[b])), 2)
+
+    bulk = med(rates["sample"])
     figures["accel"] = vm.accel
-    figures["raw_gdbstub_hits_per_s"] = round(med(raw), 1)
-    figures["sample_hits_per_s"] = round(med(bulk), 1)
-    # the median of each round's ratio: both sides of a round saw the same host
-    figures["sample_vs_ceiling"] = round(med(ratios), 2)
-    figures["sample_vs_ceiling_rounds"] = [round(x, 2) for x in ratios]
-    figures["plain_gdb_hits_per_s"] = round(med(plain), 1)
+    figures["raw_gdbstub_hits_per_s"] = round(med(rates["raw_step"]), 1)
+    figures["raw_gdbstub_nop_skip_hits_per_s"] = round(med(rates["raw_skip"]), 1)
+    figures["sample_hits_per_s"] = round(bulk, 1)
+    figures["sample_stepping_hits_per_s"] = round(med(rates["sample_step"]), 1)
+    # the issue's ceiling: what gdb does at best per hit when it single-steps
+    figures["sample_vs_ceiling"] = ratio("sample", "raw_step")
+    figures["sample_vs_ceiling_rounds"] = [round(x / y, 2) for x, y in
+                                           zip(rates["sample"], rates["raw_step"])]
+    # each path of sample() beside the raw client doing the same per hit
+    figures["sample_vs_nop_skip_ceiling"] = ratio("sample", "raw_skip")
+    figures["sample_stepping_vs_ceiling"] = ratio("sample_step", "raw_step")
+    figures["plain_gdb_hits_per_s"] = round(med(rates["plain"]), 1)
     # what the pwntools path costs over gdb alone (the same sampler, in a batch gdb)
-    figures["sample_vs_plain_gdb"] = round(med(b / p for b, p in zip(bulk, plain)), 2)
+    figures["sample_vs_plain_gdb"] = ratio("sample", "plain")
     figures["kprobe_events_per_s"] = round(kprobe, 0)
-    figures["kprobe_vs_sample_ratio"] = round(kprobe / med(bulk), 0)
+    figures["kprobe_vs_sample_ratio"] = round(kprobe / bulk, 0)
     figures["naive_hits_per_s"] = round(naive, 2)
-    figures["sample_vs_naive_ratio"] = round(med(bulk) / naive, 1)
+    figures["sample_vs_naive_ratio"] = round(bulk / naive, 1)
     figures["samples"] = per_round * rounds
     figures["rounds"] = rounds
     figures["naive_hits"] = naive_hits
@@ -291,7 +325,7 @@ def _plain_gdb_rate(vm, samples: int, timeout: float = 120.0) -> float:
     """The same bulk sampling in a plain batch gdb (no pwntools bridge)."""
     from ..debug.guest import gdb_init_args
 
-    script = (f"import time; n = sampler_start('ksys_read', ['count'], {samples}); "
+    script = (f"import time; n = sampler_start({SAMPLED!r}, ['count'], {samples}, True); "
               "t = time.monotonic(); gdb.execute('continue'); "
               "print('RATE', len(Sampler.active[n].records) / (time.monotonic() - t))")
     cmd = ["gdb", "-batch", *gdb_init_args(vm.kernel), "-ex",
@@ -392,29 +426,38 @@ class _RemoteProtocol:
             self.sock.close()
 
 
-def _raw_gdbstub_rate(vm, hits: int, timeout: float = 120.0) -> float:
+def _raw_gdbstub_rate(vm, hits: int, timeout: float = 120.0, *, skip_nop: bool = False) -> float:
     """Hits/s of a breakpoint on ksys_read driven by a raw remote-protocol client (no gdb):
-    Z0, continue; at each stop z0, single step, Z0 — what gdb does at best per hit.
+    Z0, continue; at each stop z0, single step, Z0 — what gdb does at best per hit. With
+    ``skip_nop``, at each stop the PC is written past the entry NOP instead (one packet, no
+    step), as ``sample()`` does there.
 
     Raises GuestTimeout if the ``hits`` take longer than ``timeout`` seconds.
     """
     symbols = (vm.kernel.tree / "System.map").read_text()
     address = next(int(line.split()[0], 16) for line in symbols.splitlines()
-                   if line.endswith(" ksys_read"))
+                   if line.endswith(" " + SAMPLED))
     insert, remove = (f"Z0,{address:x},1".encode(), f"z0,{address:x},1".encode())
+    # x86-64's rip is register 16 in gdb's numbering; P takes its value in target byte order
+    past_nop = f"P10={(address + NOP_LENGTH).to_bytes(8, 'little').hex()}".encode()
     rsp = _RemoteProtocol(vm.enable_gdbstub(), timeout=min(30.0, timeout))
     try:
         if rsp.request(insert) != b"OK":
             raise DebuggerError("the gdbstub refused the breakpoint")
+        if skip_nop and rsp.request(f"m{address:x},{NOP_LENGTH}".encode()) != FENTRY_NOP_HEX:
+            raise DebuggerError(f"{SAMPLED} does not start with ftrace's NOP here")
         start = time.monotonic()
         for done in range(hits):
             if time.monotonic() - start > timeout:
                 raise GuestTimeout(f"raw gdbstub client: only {done} of {hits} hits of "
-                                   f"ksys_read in {timeout:g} s", output=vm.console_log)
+                                   f"{SAMPLED} in {timeout:g} s", output=vm.console_log)
             rsp.request(b"c")                # answers with the stop reply at the next hit
-            rsp.request(remove)
-            rsp.request(b"s")
-            rsp.request(insert)
+            if skip_nop:
+                rsp.request(past_nop)
+            else:
+                rsp.request(remove)
+                rsp.request(b"s")
+                rsp.request(insert)
         rate = hits / (time.monotonic() - start)
         rsp.request(remove)
     finally:

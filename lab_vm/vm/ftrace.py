@@ -1,8 +1,8 @@
 """ftrace in the guest: events, kprobe events and the function (graph) tracer, parsed.
 
-gdb stops the whole guest at every breakpoint hit (QEMU's gdbstub tops out near 165 hits/s on
-the lab machines); ftrace records inside the guest at full speed. Chapters and checkers that
-need volume use this instead of setting up tracefs by hand:
+gdb stops the whole guest at every breakpoint hit (a few hundred hits/s at most through QEMU's
+gdbstub, ``lab-vm bench gdb``; a kprobe event counts about a thousand times as fast); ftrace
+records inside the guest at full speed. Chapters and checkers that need volume use this instead of setting up tracefs by hand:
 
     with vm.ftrace(events=["block:block_bio_queue"],
                    kprobes={"edu_rd": "edu_mmio_read addr=%si:u64"}) as tr:
