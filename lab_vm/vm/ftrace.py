@@ -2,7 +2,8 @@
 
 gdb stops the whole guest at every breakpoint hit (a few hundred hits/s at most through QEMU's
 gdbstub, ``lab-vm bench gdb``; a kprobe event counts about a thousand times as fast); ftrace
-records inside the guest at full speed. Chapters and checkers that need volume use this instead of setting up tracefs by hand:
+records inside the guest at full speed. Chapters and checkers that need volume use this
+instead of setting up tracefs by hand:
 
     with vm.ftrace(events=["block:block_bio_queue"],
                    kprobes={"edu_rd": "edu_mmio_read addr=%si:u64"}) as tr:
