@@ -383,10 +383,13 @@ def test_a_mutex_in_the_interrupt_handler_sleeps_in_atomic_context(checking):
     # ("Invalid wait context", naming fire_lock), unless the timer interrupt lands inside
     # lockdep's own code (RIP in lock_is_held_type: seen once in CI, 0 of 4 runs here): then
     # lockdep's recursion guard skips the mutex, and what it reports first is RCU's complaint
-    # about the task the handler broke into.
+    # about the task the handler broke into. That task may hold rcu_read_lock itself (seen in
+    # CI: sh in exit_mmap, under __is_insn_slot_addr): RCU then complains first, and its report
+    # shows the handler that tried to sleep.
     locks = got[reports.LOCKS].message
     assert ("Invalid wait context" in locks and "fire_lock" in locks) or \
-        ("suspicious RCU usage" in locks and "lock_is_held_type" in locks), locks
+        ("suspicious RCU usage" in locks
+         and ("lock_is_held_type" in locks or "hrlate_fire [hrlate]" in locks)), locks
 
 
 @pytest.mark.slow
