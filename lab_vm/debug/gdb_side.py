@@ -4,6 +4,7 @@ Every host request that would otherwise cost one pwntools/rpyc round trip per
 value (or per breakpoint hit) is done here and answered in one JSON string:
 converting values, walking a backtrace, recording samples at breakpoint hits.
 """
+import functools
 import json
 import time
 
@@ -13,15 +14,11 @@ MAX_DEPTH = 3
 MAX_ELEMENTS = 64
 
 
-_types = {}
-
-
+@functools.cache
 def _unsigned_long():
     # looked up once: a lookup searches every compilation unit of vmlinux, milliseconds a
     # time, and a sampler converts pointers at every hit
-    if "unsigned long" not in _types:
-        _types["unsigned long"] = gdb.lookup_type("unsigned long")
-    return _types["unsigned long"]
+    return gdb.lookup_type("unsigned long")
 
 
 def to_python(value, depth=0):
@@ -112,7 +109,8 @@ class Sampler(gdb.Breakpoint):
     With ``skip_nop``, a hit on a NOP is stepped over by moving the PC past it, as Linux's
     uprobes emulate a NOP instead of single-stepping it: gdb would take the breakpoint out,
     single-step (a stop and a resume of the whole VM in QEMU) and put it back. Measured
-    beside each other (``lab-vm bench gdb``) a hit costs about a third as long. Never in a
+    beside each other (``lab-vm bench gdb``): 95.6 hits/s at ksys_read's entry against 75.4
+    at the instruction after it, where gdb must step. Never in a
     recording or replay: there the skipped instruction would change the instruction count.
     """
 

@@ -282,9 +282,12 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
         kprobe = _step("kprobe event", lambda: _kprobe_rate(vm, timeout=timeout))
     med = statistics.median
 
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(rates[a], rates[b])]
+
     def ratio(a: str, b: str) -> float:
         # the median of each round's ratio: both sides of a round saw the same host
-        return round(med(x / y for x, y in zip(rates[a], rates[b])), 2)
+        return round(med(ratios(a, b)), 2)
 
     bulk = med(rates["sample"])
     figures["accel"] = vm.accel
@@ -294,8 +297,7 @@ def gdb_figures(samples: int = 2000, naive_hits: int = 40, rounds: int = 8,
     figures["sample_stepping_hits_per_s"] = round(med(rates["sample_step"]), 1)
     # the ceiling: what gdb does at best per hit when it single-steps
     figures["sample_vs_ceiling"] = ratio("sample", "raw_step")
-    figures["sample_vs_ceiling_rounds"] = [round(x / y, 2) for x, y in
-                                           zip(rates["sample"], rates["raw_step"])]
+    figures["sample_vs_ceiling_rounds"] = [round(x, 2) for x in ratios("sample", "raw_step")]
     # each path of sample() beside the raw client doing the same per hit
     figures["sample_vs_nop_skip_ceiling"] = ratio("sample", "raw_skip")
     figures["sample_stepping_vs_ceiling"] = ratio("sample_step", "raw_step")

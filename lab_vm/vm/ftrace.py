@@ -1,6 +1,6 @@
 """ftrace in the guest: events, kprobe events and the function (graph) tracer, parsed.
 
-gdb stops the whole guest at every breakpoint hit (a few hundred hits/s at most through QEMU's
+gdb stops the whole guest at every breakpoint hit (about a hundred hits/s through QEMU's
 gdbstub, ``lab-vm bench gdb``; a kprobe event counts about a thousand times as fast); ftrace
 records inside the guest at full speed. Chapters and checkers that need volume use this
 instead of setting up tracefs by hand:
